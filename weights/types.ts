@@ -12,6 +12,14 @@ export interface TensorInfo {
   shape: number[];
 }
 
+/** A tensor's stored bytes (little-endian, C order) and their dtype, before any conversion. */
+export interface RawTensor {
+  dtype: StorageDtype;
+  shape: number[];
+  /** dtype size x product(shape) bytes; a fresh array the caller may keep. */
+  bytes: Uint8Array;
+}
+
 export interface WeightSource {
   /** Human-readable origin, used in error messages (a folder or file path). */
   readonly origin: string;
@@ -21,6 +29,12 @@ export interface WeightSource {
   info(name: string): TensorInfo | undefined;
   /** The tensor converted to float32 (a fresh array the caller may keep). Throws a clear error naming the tensor when it is missing. */
   readFloat32(name: string): Float32Array;
+  /**
+   * The tensor's stored bytes, unconverted (e.g. fp16 kept in host memory and converted per layer).
+   * Optional so in-memory test sources need not implement it: use `readRaw(source, name)` from
+   * weights/index.ts, which falls back to readFloat32. Throws like readFloat32 when missing.
+   */
+  readRaw?(name: string): RawTensor;
   /** Releases file handles. */
   close(): void;
 }

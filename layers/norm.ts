@@ -1,0 +1,40 @@
+// Normalisation layers over the last axis of [T, C] activations, in float32 like HF.
+import * as tf from '@tensorflow/tfjs-core';
+
+/** LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias, biased variance as in PyTorch. */
+export class LayerNorm {
+  /** @param weight [C] @param bias [C] */
+  constructor(readonly weight: tf.Tensor1D, readonly bias: tf.Tensor1D, readonly eps: number) {}
+
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const mean = tf.mean(x, -1, true);
+      const centered = tf.sub(x, mean);
+      const variance = tf.mean(tf.square(centered), -1, true);
+      const normed = tf.mul(centered, tf.rsqrt(tf.add(variance, this.eps)));
+      return tf.add(tf.mul(normed, this.weight), this.bias);
+    });
+  }
+
+  dispose(): void {
+    this.weight.dispose();
+    this.bias.dispose();
+  }
+}
+
+/** RMSNorm (LLaMA): x / sqrt(mean(x^2) + eps) * weight. */
+export class RMSNorm {
+  /** @param weight [C] */
+  constructor(readonly weight: tf.Tensor1D, readonly eps: number) {}
+
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const meanSquare = tf.mean(tf.square(x), -1, true);
+      return tf.mul(tf.mul(x, tf.rsqrt(tf.add(meanSquare, this.eps))), this.weight);
+    });
+  }
+
+  dispose(): void {
+    this.weight.dispose();
+  }
+}

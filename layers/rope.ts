@@ -1,0 +1,54 @@
+// Rotary position embedding driven by explicit position ids, Hugging Face "rotate-half" layout:
+// out = x * cos + rotate_half(x) * sin, rotate_half([x1, x2]) = [-x2, x1] over each head's halves.
+//
+// Positions are explicit because merged sequences keep their original ids (gaps stay): the
+// survivors of a language-stage merge are rotated as where they were, not where they end up.
+import * as tf from '@tensorflow/tfjs-core';
+
+export class RotaryEmbedding {
+  /** inv_freq[i] = theta^(-2i/d), i < d/2, in float64. */
+  private readonly invFreq: Float64Array;
+
+  constructor(readonly headDim: number, readonly theta: number) {
+    if (headDim % 2 !== 0) throw new Error(`rotary embedding needs an even head dim, got ${headDim}`);
+    this.invFreq = new Float64Array(headDim / 2);
+    for (let i = 0; i < headDim / 2; i++) this.invFreq[i] = 1 / Math.pow(theta, (2 * i) / headDim);
+  }
+
+  /**
+   * cos and sin tables [T, 1, d] for the given positions, computed in float64 on the host and
+   * rounded once (the reference computes them in float64 too).
+   */
+  tables(positions: readonly number[]): { cos: tf.Tensor3D; sin: tf.Tensor3D } {
+    const d = this.headDim;
+    const half = d / 2;
+    const cos = new Float32Array(positions.length * d);
+    const sin = new Float32Array(positions.length * d);
+    positions.forEach((p, t) => {
+      for (let i = 0; i < half; i++) {
+        const angle = p * this.invFreq[i];
+        const c = Math.cos(angle);
+        const s = Math.sin(angle);
+        cos[t * d + i] = c;
+        cos[t * d + half + i] = c;
+        sin[t * d + i] = s;
+        sin[t * d + half + i] = s;
+      }
+    });
+    return { cos: tf.tensor3d(cos, [positions.length, 1, d]), sin: tf.tensor3d(sin, [positions.length, 1, d]) };
+  }
+
+  /** x [T, H*d] -> rotated [T, H*d], with tables from `tables()` for the same T positions. */
+  apply(x: tf.Tensor2D, tables: { cos: tf.Tensor3D; sin: tf.Tensor3D }): tf.Tensor2D {
+    return tf.tidy(() => {
+      const [T, width] = x.shape;
+      const d = this.headDim;
+      const heads = width / d;
+      const x3 = tf.reshape(x, [T, heads, d]);
+      const [x1, x2] = tf.split(x3, 2, 2);
+      const rotated = tf.concat([tf.neg(x2), x1], 2);
+      const out = tf.add(tf.mul(x3, tables.cos), tf.mul(rotated, tables.sin));
+      return tf.reshape(out, [T, width]);
+    });
+  }
+}

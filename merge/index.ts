@@ -1,0 +1,32 @@
+// Public API of illava/merge: training-free visual-token merging (iLLaVA, ToMe, FastV).
+// Depends on @tensorflow/tfjs-core only.
+export {
+  applyPlan, applyPlanSum, applyPlanToArray, buildPlan, composePlans, identityPlan, isIdentityPlan, keptIndices, restrictPlan,
+  type MergePlan, type PlanRow,
+} from './plan.js';
+export { SourceMap } from './source-map.js';
+export { roundHalfEven, rankDescending } from './util.js';
+export type { RecycleGroup } from './group.js';
+export { attentionReceived, illavaVision, type IllavaVisionInput, type IllavaVisionResult } from './illava-vision.js';
+export { removedCount, type LanguageInput, type LanguageResult, type Span } from './language-common.js';
+export { illavaLanguage, type IllavaLanguageResult, type SpanGroup } from './illava-language.js';
+export { fastvPrune, type FastvResult, type FastvSpan } from './fastv.js';
+export {
+  similarityRecycle, recycleCandidates,
+  type RecycleOptions, type RecycleSelection, type RecyclingToken, type SimilarityRecycleInput, type SimilarityRecycleResult,
+} from './similarity-recycle.js';
+export {
+  illavaVisionSimilarity, illavaLanguageSimilarity,
+  type IllavaVisionSimilarityInput, type IllavaVisionSimilarityResult, type IllavaLanguageSimilarityInput, type IllavaLanguageSimilarityResult,
+} from './illava-similarity.js';
+export { tomeBipartite, proportionalAttentionBias, type TomeInput, type TomeMatch, type TomeResult } from './tome.js';
+export {
+  LLAVA15_SHAPE, LLM_RULES, MERGE_PRESET_NAMES, VISION_RULES,
+  parseMergeSpec, presetConfig, resolveMergeConfig, validateMergeConfig,
+  type LlmMergeConfig, type LlmRule, type MergeConfig, type MergePresetName, type ModelShape, type VisionMergeConfig, type VisionRule,
+} from './config.js';
+export {
+  TokenMerger,
+  type ImageLanguageState, type LanguageMergeState, type LayerCount, type MergeLanguageArgs, type MergeLanguageResult, type MergeReport,
+  type MergeVisionArgs, type VisionMergeState, type VisionNeeds,
+} from './token-merger.js';

@@ -1,0 +1,136 @@
+// LLaMA decoder (HF LlamaForCausalLM) with a per-layer KV cache, explicit position ids, and the
+// language-stage token merge applied to the prefill before chosen layers.
+import * as tf from '@tensorflow/tfjs-core';
+import { GatedMlp, KVCache, LlamaAttention, Linear, RMSNorm, RotaryEmbedding, causalMask } from '../layers/index.js';
+
+/** Pre-norm LLaMA block: h = x + attn(norm x); out = h + mlp(norm h). */
+export class LlamaDecoderLayer {
+  constructor(
+    readonly inputNorm: RMSNorm,
+    readonly attn: LlamaAttention,
+    readonly postNorm: RMSNorm,
+    readonly mlp: GatedMlp,
+  ) {}
+
+  apply(
+    x: tf.Tensor2D,
+    rope: { cos: tf.Tensor3D; sin: tf.Tensor3D },
+    cache: KVCache['layers'][number],
+    mask: tf.Tensor2D | null,
+    scoreRow: number | undefined,
+  ): { out: tf.Tensor2D; row?: tf.Tensor2D } {
+    const normed = this.inputNorm.apply(x);
+    const attention = this.attn.apply({ x: normed, rope, cache, mask, returnRow: scoreRow });
+    normed.dispose();
+    const out = tf.tidy(() => {
+      const h = tf.add(x, attention.out) as tf.Tensor2D;
+      return tf.add(h, this.mlp.apply(this.postNorm.apply(h))) as tf.Tensor2D;
+    });
+    attention.out.dispose();
+    return { out, row: attention.row };
+  }
+
+  dispose(): void {
+    this.inputNorm.dispose();
+    this.attn.dispose();
+    this.postNorm.dispose();
+    this.mlp.dispose();
+  }
+}
+
+/**
+ * Language-stage merging during a prefill. Before decoder layer `layer` the decoder calls
+ * mergeBefore with the hidden states entering it, their position ids, and the attention row
+ * [H, S] that layer-1 returned for the query `scoreRow(layer-1)` (the last prompt token).
+ * It returns the shorter sequence and the survivors' original position ids, or null.
+ */
+export interface PrefillMergeHook {
+  /** Query index whose attention row `layer` must return, or undefined for none. */
+  scoreRow(layer: number): number | undefined;
+  mergeBefore(layer: number, hidden: tf.Tensor2D, positionIds: number[], row: tf.Tensor2D | undefined): { hidden: tf.Tensor2D; positionIds: number[] } | null;
+}
+
+export class LlamaDecoder {
+  readonly rotary: RotaryEmbedding;
+
+  constructor(
+    /** [V, D] token embeddings, kept on the host: a lookup is a row copy, and the table (0.5 GB for 7B) stays out of the tensor heap. */
+    readonly embedTable: Float32Array,
+    readonly vocabSize: number,
+    readonly hiddenSize: number,
+    readonly layers: LlamaDecoderLayer[],
+    readonly finalNorm: RMSNorm,
+    /** [D, V] */
+    readonly lmHead: Linear,
+    headDim: number,
+    ropeTheta: number,
+  ) {
+    this.rotary = new RotaryEmbedding(headDim, ropeTheta);
+  }
+
+  /** ids -> [T, D] embeddings. */
+  embed(ids: readonly number[]): tf.Tensor2D {
+    const D = this.hiddenSize;
+    const out = new Float32Array(ids.length * D);
+    ids.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${this.vocabSize - 1})`);
+      out.set(this.embedTable.subarray(id * D, (id + 1) * D), t * D);
+    });
+    return tf.tensor2d(out, [ids.length, D]);
+  }
+
+  /**
+   * Runs new tokens through every layer, appending to the cache.
+   * @param x [T, D] embeddings of the new tokens (consumed: disposed here)
+   * @param positionIds their position ids
+   * @param hook language-stage merging (prefill only)
+   * @returns last-row logits [V] and the hidden state length that went through the last layer
+   */
+  forward(x: tf.Tensor2D, positionIds: number[], cache: KVCache, hook?: PrefillMergeHook): { logits: Float32Array; finalLength: number } {
+    let positions = positionIds;
+    let past = cache.layers[0].length;
+    let rope = this.rotary.tables(positions);
+    let mask = x.shape[0] > 1 ? causalMask(x.shape[0], past) : null;
+    let row: tf.Tensor2D | undefined;
+    this.layers.forEach((layer, index) => {
+      if (hook && x.shape[0] > 1) {
+        const merged = hook.mergeBefore(index, x, positions, row);
+        if (merged) {
+          x.dispose();
+          x = merged.hidden;
+          positions = merged.positionIds;
+          past = cache.layers[index].length;
+          rope.cos.dispose();
+          rope.sin.dispose();
+          mask?.dispose();
+          rope = this.rotary.tables(positions);
+          mask = x.shape[0] > 1 ? causalMask(x.shape[0], past) : null;
+        }
+      }
+      row?.dispose();
+      const result = layer.apply(x, rope, cache.layers[index], mask, x.shape[0] > 1 ? hook?.scoreRow(index) : undefined);
+      row = result.row;
+      x.dispose();
+      x = result.out;
+    });
+    row?.dispose();
+    rope.cos.dispose();
+    rope.sin.dispose();
+    mask?.dispose();
+    const finalLength = x.shape[0];
+    const logits = tf.tidy(() => {
+      const last = tf.slice(x, [x.shape[0] - 1, 0], [1, -1]) as tf.Tensor2D;
+      return this.lmHead.apply(this.finalNorm.apply(last));
+    });
+    x.dispose();
+    const values = logits.dataSync() as Float32Array;
+    logits.dispose();
+    return { logits: values, finalLength };
+  }
+
+  dispose(): void {
+    this.layers.forEach((l) => l.dispose());
+    this.finalNorm.dispose();
+    this.lmHead.dispose();
+  }
+}

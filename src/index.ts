@@ -1,0 +1,20 @@
+// Public API of illava.
+export { LlavaModel } from './llava.js';
+export type { GenerateOptions, GenerateOutput, ImageInput, LoadOptions, PixelValues, PromptInput, StageTimings } from './llava.js';
+export { selectBackend, activeBackend, BACKEND_NAMES } from './backend.js';
+export type { BackendChoice, BackendName } from './backend.js';
+export { parseLlavaConfig, readLlavaConfig, visionLayersRun, patchesPerImage } from './config.js';
+export type { LlavaConfig, TextConfig, VisionConfig } from './config.js';
+export { loadImage } from './image.js';
+export type { RgbImage } from './image.js';
+export { ImageProcessor } from './preprocess.js';
+export { resizeBicubic, cropImage, padToSquare } from './resample.js';
+export { LlavaTokenizer, createStreamDecoder } from './tokenizer.js';
+export { buildLlavaPrompt } from './chat.js';
+export { TokenSampler, argmax } from './sampling.js';
+export type { SamplingOptions } from './sampling.js';
+export { MergeSession, modelShape, parseMergeOption, resolveModelMerge } from './merging.js';
+export type { ImageMergeReport, MergeOption } from './merging.js';
+export * from '../merge/index.js';
+export { openWeights, writeTfjsWeights } from '../weights/index.js';
+export type { WeightSource, TensorInfo, StorageDtype } from '../weights/index.js';

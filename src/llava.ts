@@ -1,0 +1,368 @@
+// LlavaModel: a Hugging Face LLaVA-1.5 folder -> generate() with images.
+//
+// Data flow: prompt -> chat template -> token ids with one <image> id per image; each image ->
+// preprocessing -> vision tower (vision-stage merging) -> projector -> spliced in place of its
+// <image> id; the sequence -> decoder prefill (language-stage merging) -> decode loop on the KV cache.
+import * as tf from '@tensorflow/tfjs-core';
+import { KVCache } from '../layers/index.js';
+import { openWeights } from '../weights/index.js';
+import { selectBackend, type BackendChoice, type BackendName } from './backend.js';
+import { buildLlavaPrompt } from './chat.js';
+import { readLlavaConfig, type LlavaConfig } from './config.js';
+import { loadImage, type RgbImage } from './image.js';
+import { loadModules, type LoadProgress } from './load.js';
+import { ImageProcessor } from './preprocess.js';
+import { TokenSampler, type SamplingOptions } from './sampling.js';
+import { LlavaTokenizer, createStreamDecoder } from './tokenizer.js';
+import type { VisionTower } from './vision.js';
+import type { Projector } from './projector.js';
+import type { LlamaDecoder } from './decoder.js';
+import { MergeSession, resolveModelMerge, type ImageMergeReport, type MergeOption } from './merging.js';
+
+/** Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing preprocessing. */
+export interface PixelValues {
+  pixelValues: Float32Array;
+  height: number;
+  width: number;
+}
+
+/** A path, encoded bytes (PNG, JPEG, ...), decoded RGB pixels or preprocessed pixel values. */
+export type ImageInput = string | Uint8Array | RgbImage | PixelValues;
+
+export interface PromptInput {
+  /** The user's text. With the default template it is wrapped as `USER: <image>\n{prompt} ASSISTANT:`. */
+  prompt: string;
+  images?: ImageInput[];
+  /** Video as a list of frames: each frame is an image of the prompt (after `images`). */
+  video?: ImageInput[];
+  /** 'llava' (default): LLaVA-1.5 chat template; 'raw': the prompt is used as it is (it must hold one `<image>` per image). */
+  template?: 'llava' | 'raw';
+  /** Token merging for this call (overrides the model's default). */
+  merge?: MergeOption;
+}
+
+export interface GenerateOptions extends PromptInput, SamplingOptions {
+  /** Default 64. */
+  maxNewTokens?: number;
+  /** Stop when the generated text ends with one of these (the stop string is not returned). */
+  stop?: string[];
+  /** Stop at these token ids (default: the EOS id). */
+  stopIds?: number[];
+  /** Called with each new piece of text as soon as it is complete (streaming). */
+  onToken?: (text: string, tokenId: number) => void;
+  /** false: recompute the whole (merged) sequence at every step instead of using the KV cache (slow; for checks). */
+  useCache?: boolean;
+  /** Also return the logits [vocab] that chose each generated token. */
+  returnLogits?: boolean;
+}
+
+export interface StageTimings {
+  /** Image preprocessing, ms. */
+  preprocessMs: number;
+  /** Vision tower + projector, ms, all images. */
+  visionMs: number;
+  /** Decoder prefill, ms. */
+  prefillMs: number;
+  /** From the call to the first generated token, ms. */
+  firstTokenMs: number;
+  /** Decode steps after the first token, ms. */
+  decodeMs: number;
+  decodeTokensPerSecond: number;
+  totalMs: number;
+}
+
+export interface GenerateOutput {
+  text: string;
+  tokenIds: number[];
+  /** Prompt ids after template and tokenisation (one image id per image). */
+  promptIds: number[];
+  /** Sequence length entering the decoder, and after language-stage merging. */
+  sequenceLength: { input: number; afterMerge: number };
+  finishReason: 'stop' | 'length';
+  /** Per image: token counts after every merge step and (when tracked) the patch -> token map. */
+  merges: ImageMergeReport[];
+  timings: StageTimings;
+  /** Bytes held by the KV cache after the prefill. */
+  kvCacheBytes: number;
+  /** With returnLogits: row i produced tokenIds[i] (or the stop token). */
+  logits?: Float32Array[];
+}
+
+export interface LoadOptions {
+  backend?: BackendName | 'auto';
+  /** Default token merging of this model ('none' when absent). */
+  merge?: MergeOption;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+/** A prompt turned into decoder input: embeddings with the images spliced in. */
+interface PreparedPrompt {
+  ids: number[];
+  embeddings: tf.Tensor2D;
+  /** [start, end) of each image's rows in `embeddings`. */
+  spans: Array<[number, number]>;
+  session: MergeSession;
+  timings: { preprocessMs: number; visionMs: number };
+}
+
+export class LlavaModel {
+  private constructor(
+    readonly dir: string,
+    readonly config: LlavaConfig,
+    readonly tokenizer: LlavaTokenizer,
+    readonly imageProcessor: ImageProcessor,
+    readonly vision: VisionTower,
+    readonly projector: Projector,
+    readonly decoder: LlamaDecoder,
+    readonly backend: BackendChoice,
+    readonly defaultMerge: MergeOption,
+    private readonly dtypes: string[],
+  ) {}
+
+  /** Storage dtypes of the weight files (tensors are float32 in memory). */
+  storedDtypes(): string[] {
+    return this.dtypes;
+  }
+
+  static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<LlavaModel> {
+    const backend = await selectBackend(options.backend);
+    const config = readLlavaConfig(dir);
+    const tokenizer = await LlavaTokenizer.fromDir(dir);
+    const imageProcessor = await ImageProcessor.fromFile(dir);
+    if (tokenizer.imageTokenId !== config.imageTokenIndex) {
+      throw new Error(`${dir}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
+    }
+    const source = openWeights(dir);
+    let modules;
+    let dtypes: string[];
+    try {
+      dtypes = [...new Set(source.names().map((n) => source.info(n)?.dtype ?? '?'))].sort();
+      modules = loadModules(source, config, options.onProgress);
+    } finally {
+      source.close();
+    }
+    const model = new LlavaModel(dir, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes);
+    resolveModelMerge(model.defaultMerge, config); // validate now, not at the first call
+    return model;
+  }
+
+  /** Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics). */
+  async pixelValues(image: ImageInput): Promise<PixelValues> {
+    if (typeof image === 'object' && 'pixelValues' in image) {
+      const size = this.config.vision.imageSize;
+      if (image.height !== size || image.width !== size || image.pixelValues.length !== 3 * size * size) {
+        throw new Error(`pixel values must be [3, ${size}, ${size}], got ${image.pixelValues.length} values for ${image.width}x${image.height}`);
+      }
+      return image;
+    }
+    const processed = this.imageProcessor.preprocess(await loadImage(image));
+    const size = this.config.vision.imageSize;
+    if (processed.height !== size || processed.width !== size) {
+      throw new Error(`preprocessor_config.json gives ${processed.width}x${processed.height} images but the vision tower expects ${size}x${size}`);
+    }
+    return { pixelValues: processed.pixelValues, height: processed.height, width: processed.width };
+  }
+
+  /** Image -> projected features [N', D] (after vision-stage merging, if any). */
+  imageFeatures(pixels: PixelValues, session?: MergeSession): tf.Tensor2D {
+    const input = tf.tensor3d(pixels.pixelValues, [3, pixels.height, pixels.width]);
+    const { features, mergeState } = this.vision.forward(input, session?.merger);
+    input.dispose();
+    session?.recordVision(mergeState);
+    const projected = this.projector.apply(features);
+    features.dispose();
+    return projected;
+  }
+
+  /** Vision features [N, Cv] before the projector, unmerged (for checks). */
+  visionFeatures(pixels: PixelValues): tf.Tensor2D {
+    const input = tf.tensor3d(pixels.pixelValues, [3, pixels.height, pixels.width]);
+    const { features } = this.vision.forward(input);
+    input.dispose();
+    return features;
+  }
+
+  /** Token ids of a prompt after the template (one image id per image). */
+  promptIds(input: PromptInput): number[] {
+    const images = (input.images?.length ?? 0) + (input.video?.length ?? 0);
+    const text = input.template === 'raw' ? input.prompt : buildLlavaPrompt(input.prompt, images);
+    const ids = this.tokenizer.encode(text);
+    const found = ids.filter((id) => id === this.config.imageTokenIndex).length;
+    if (found !== images) throw new Error(`the prompt has ${found} <image> placeholder(s) but ${images} image(s) were given`);
+    return ids;
+  }
+
+  private async prepare(input: PromptInput): Promise<PreparedPrompt> {
+    const ids = this.promptIds(input);
+    const images = [...(input.images ?? []), ...(input.video ?? [])];
+    const session = new MergeSession(resolveModelMerge(input.merge ?? this.defaultMerge, this.config));
+    let t = performance.now();
+    const pixels: PixelValues[] = [];
+    for (const image of images) pixels.push(await this.pixelValues(image));
+    const preprocessMs = performance.now() - t;
+    t = performance.now();
+    const pieces: tf.Tensor2D[] = [];
+    const spans: Array<[number, number]> = [];
+    let textStart = 0;
+    let length = 0;
+    let imageIndex = 0;
+    const flushText = (end: number) => {
+      if (end > textStart) {
+        pieces.push(this.decoder.embed(ids.slice(textStart, end)));
+        length += end - textStart;
+      }
+    };
+    try {
+      ids.forEach((id, i) => {
+        if (id !== this.config.imageTokenIndex) return;
+        flushText(i);
+        const features = this.imageFeatures(pixels[imageIndex++], session);
+        spans.push([length, length + features.shape[0]]);
+        length += features.shape[0];
+        pieces.push(features);
+        textStart = i + 1;
+      });
+      flushText(ids.length);
+    } catch (e) {
+      pieces.forEach((p) => p.dispose());
+      throw e;
+    }
+    const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
+    if (pieces.length > 1) pieces.forEach((p) => p.dispose());
+    return { ids, embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
+  }
+
+  /** Last-position logits of the prompt [vocab] (for checks and scoring). */
+  async logits(input: PromptInput): Promise<Float32Array> {
+    const prepared = await this.prepare(input);
+    const cache = new KVCache(this.decoder.layers.length);
+    try {
+      const positions = prepared.embeddings.shape[0];
+      const hook = prepared.session.prefillHook(prepared.spans, positions - 1);
+      return this.decoder.forward(prepared.embeddings, range(positions), cache, hook).logits;
+    } finally {
+      cache.dispose();
+    }
+  }
+
+  async generate(options: GenerateOptions): Promise<GenerateOutput> {
+    const start = performance.now();
+    const maxNewTokens = options.maxNewTokens ?? 64;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+    const sampler = new TokenSampler(options);
+    const stopIds = new Set(options.stopIds ?? (this.tokenizer.eosId !== undefined ? [this.tokenizer.eosId] : []));
+    const stops = (options.stop ?? []).filter((s) => s.length > 0);
+    const prepared = await this.prepare(options);
+    const promptLength = prepared.embeddings.shape[0];
+    const useCache = options.useCache ?? true;
+    const stream = createStreamDecoder(this.tokenizer, { skipSpecialTokens: true });
+    const tokenIds: number[] = [];
+    const stepLogits: Float32Array[] = [];
+    let text = '';
+    let finishReason: 'stop' | 'length' = 'length';
+    let cache = new KVCache(this.decoder.layers.length);
+    let prefillMs = 0;
+    let firstTokenMs = 0;
+    let afterMerge = promptLength;
+    let kvCacheBytes = 0;
+    const decodeStart = { t: 0 };
+    // Without the cache every step re-runs the prompt embeddings plus the generated tokens.
+    const promptEmbeddings = useCache ? null : tf.keep(tf.clone(prepared.embeddings));
+    try {
+      let t = performance.now();
+      const prefill = this.decoder.forward(prepared.embeddings, range(promptLength), cache, prepared.session.prefillHook(prepared.spans, promptLength - 1));
+      let logits = prefill.logits;
+      afterMerge = cache.layers[cache.layers.length - 1].length;
+      kvCacheBytes = cache.bytes;
+      prefillMs = performance.now() - t;
+      for (let step = 0; step < maxNewTokens; step++) {
+        const id = sampler.next(logits);
+        if (options.returnLogits) stepLogits.push(logits);
+        if (step === 0) {
+          firstTokenMs = performance.now() - start;
+          decodeStart.t = performance.now();
+        }
+        if (stopIds.has(id)) {
+          finishReason = 'stop';
+          break;
+        }
+        tokenIds.push(id);
+        const piece = stream.push(id);
+        text += piece;
+        const hit = stops.find((s) => text.endsWith(s) || text.includes(s));
+        if (hit !== undefined) {
+          text = text.slice(0, text.indexOf(hit));
+          finishReason = 'stop';
+          break;
+        }
+        if (piece) options.onToken?.(piece, id);
+        if (step === maxNewTokens - 1) break;
+        t = performance.now();
+        if (useCache) {
+          logits = this.decoder.forward(this.decoder.embed([id]), [promptLength + step], cache).logits;
+        } else {
+          cache.dispose();
+          cache = new KVCache(this.decoder.layers.length);
+          const all = tf.concat([promptEmbeddings as tf.Tensor2D, this.decoder.embed(tokenIds)], 0);
+          logits = this.decoder.forward(all, range(promptLength + tokenIds.length), cache, prepared.session.prefillHook(prepared.spans, promptLength - 1, false)).logits;
+        }
+      }
+      if (finishReason === 'length') {
+        const rest = stream.flush();
+        text += rest;
+        if (rest) options.onToken?.(rest, -1);
+      }
+    } finally {
+      cache.dispose();
+      promptEmbeddings?.dispose();
+    }
+    const end = performance.now();
+    const decodeMs = tokenIds.length > 1 ? end - decodeStart.t : 0;
+    return {
+      text,
+      tokenIds,
+      promptIds: prepared.ids,
+      sequenceLength: { input: promptLength, afterMerge },
+      finishReason,
+      merges: prepared.session.reports(prepared.spans.map(([s, e]) => e - s)),
+      timings: {
+        preprocessMs: prepared.timings.preprocessMs,
+        visionMs: prepared.timings.visionMs,
+        prefillMs,
+        firstTokenMs,
+        decodeMs,
+        decodeTokensPerSecond: decodeMs > 0 ? ((tokenIds.length - 1) * 1000) / decodeMs : 0,
+        totalMs: end - start,
+      },
+      kvCacheBytes,
+      logits: options.returnLogits ? stepLogits : undefined,
+    };
+  }
+
+  /** Parameter count of the loaded modules (what runs: blocks past the vision feature layer are not loaded). */
+  parameterCount(): number {
+    let total = this.decoder.embedTable.length;
+    const count = (o: unknown, seen: Set<unknown>): void => {
+      if (o === null || typeof o !== 'object' || seen.has(o)) return;
+      seen.add(o);
+      if (o instanceof tf.Tensor) {
+        total += o.size;
+        return;
+      }
+      if (ArrayBuffer.isView(o)) return;
+      for (const value of Object.values(o)) count(value, seen);
+    };
+    count([this.vision, this.projector, this.decoder.layers, this.decoder.finalNorm, this.decoder.lmHead], new Set());
+    return total;
+  }
+
+  dispose(): void {
+    this.vision.dispose();
+    this.projector.dispose();
+    this.decoder.dispose();
+  }
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}

@@ -1,0 +1,186 @@
+// WeightSource + LlavaConfig -> the tfjs modules of a LLaVA-1.5 model.
+//
+// Every tensor's shape is checked against config.json before use; linear weights are transposed
+// to [in, out] on the host (wasm's fast matmul path) and q/k/v (and gate/up) are packed side by
+// side so each projection is one matmul.
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  ClipAttention,
+  GatedMlp,
+  LayerNorm,
+  Linear,
+  LlamaAttention,
+  PatchEmbedding,
+  RMSNorm,
+  RotaryEmbedding,
+  TwoLayerMlp,
+  activation,
+  transposeToInOut,
+} from '../layers/index.js';
+import { readChecked, type WeightSource } from '../weights/index.js';
+import { visionLayersRun, type LlavaConfig } from './config.js';
+import { ClipEncoderLayer, VisionTower } from './vision.js';
+import { LlamaDecoder, LlamaDecoderLayer } from './decoder.js';
+import { Projector } from './projector.js';
+
+export interface LoadProgress {
+  loaded: number;
+  total: number;
+  name: string;
+}
+
+export interface LoadedModules {
+  vision: VisionTower;
+  projector: Projector;
+  decoder: LlamaDecoder;
+}
+
+const V = 'vision_tower.vision_model.';
+const P = 'multi_modal_projector.';
+const L = 'language_model.model.';
+
+/** Reads tensors by canonical name with their shapes checked against config.json. */
+class ParamReader {
+  loaded = 0;
+
+  constructor(
+    private readonly source: WeightSource,
+    readonly total: number,
+    private readonly onProgress?: (p: LoadProgress) => void,
+  ) {}
+
+  read(name: string, shape: number[], why: string): Float32Array {
+    const data = readChecked(this.source, name, shape, `config.json (${why})`);
+    this.loaded++;
+    this.onProgress?.({ loaded: this.loaded, total: this.total, name });
+    return data;
+  }
+
+  vector(name: string, size: number, why: string): tf.Tensor1D {
+    return tf.tensor1d(this.read(name, [size], why));
+  }
+
+  /** A PyTorch Linear [out, in] (+ bias) as [in, out]. */
+  linear(prefix: string, inF: number, outF: number, bias: boolean, why: string): Linear {
+    return this.packedLinear([prefix], inF, [outF], bias, why);
+  }
+
+  /** Several Linears reading the same input, packed side by side into one [in, sum(out)]. */
+  packedLinear(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string): Linear {
+    const total = outs.reduce((a, b) => a + b, 0);
+    const weight = new Float32Array(inF * total);
+    const biasData = bias ? new Float32Array(total) : null;
+    let col = 0;
+    prefixes.forEach((prefix, i) => {
+      const w = transposeToInOut(this.read(`${prefix}.weight`, [outs[i], inF], why), outs[i], inF);
+      for (let r = 0; r < inF; r++) weight.set(w.subarray(r * outs[i], (r + 1) * outs[i]), r * total + col);
+      if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
+      col += outs[i];
+    });
+    return new Linear(tf.tensor2d(weight, [inF, total]), biasData ? tf.tensor1d(biasData) : null);
+  }
+
+  layerNorm(prefix: string, size: number, eps: number, why: string): LayerNorm {
+    return new LayerNorm(this.vector(`${prefix}.weight`, size, why), this.vector(`${prefix}.bias`, size, why), eps);
+  }
+}
+
+/** Number of tensors loadModules reads (for progress bars). */
+function tensorCount(config: LlavaConfig): number {
+  const lm = config.text.tieWordEmbeddings ? 0 : 1;
+  return 6 + visionLayersRun(config) * 16 + (config.projectorBias ? 4 : 2) + 2 + lm + config.text.numLayers * 9;
+}
+
+export function loadModules(source: WeightSource, config: LlavaConfig, onProgress?: (p: LoadProgress) => void): LoadedModules {
+  const reader = new ParamReader(source, tensorCount(config), onProgress);
+  const created: { dispose(): void }[] = [];
+  try {
+    const vision = loadVision(reader, config);
+    created.push(vision);
+    const projector = loadProjector(reader, config);
+    created.push(projector);
+    const decoder = loadDecoder(reader, config);
+    return { vision, projector, decoder };
+  } catch (e) {
+    created.forEach((m) => m.dispose());
+    throw e;
+  }
+}
+
+function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
+  const c = config.vision;
+  const C = c.hiddenSize;
+  const grid = c.imageSize / c.patchSize;
+  const why = `vision_config hidden_size=${C}`;
+  const conv = reader.read(`${V}embeddings.patch_embedding.weight`, [C, c.numChannels, c.patchSize, c.patchSize], `${why}, patch_size=${c.patchSize}`);
+  const patch = PatchEmbedding.fromTorch(conv, C, c.numChannels, c.patchSize);
+  const cls = tf.tensor2d(reader.read(`${V}embeddings.class_embedding`, [C], why), [1, C]);
+  const pos = tf.tensor2d(reader.read(`${V}embeddings.position_embedding.weight`, [grid * grid + 1, C], `${why}, ${grid * grid} patches + CLS`), [grid * grid + 1, C]);
+  const pre = reader.layerNorm(`${V}pre_layrnorm`, C, c.layerNormEps, why);
+  const act = activation(c.hiddenAct);
+  const layers: ClipEncoderLayer[] = [];
+  for (let i = 0; i < visionLayersRun(config); i++) {
+    const p = `${V}encoder.layers.${i}.`;
+    const w = `${why}, intermediate_size=${c.intermediateSize}`;
+    layers.push(
+      new ClipEncoderLayer(
+        reader.layerNorm(`${p}layer_norm1`, C, c.layerNormEps, w),
+        new ClipAttention(reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), C, [C, C, C], true, w), reader.linear(`${p}self_attn.out_proj`, C, C, true, w), c.numHeads),
+        reader.layerNorm(`${p}layer_norm2`, C, c.layerNormEps, w),
+        new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, c.intermediateSize, true, w), reader.linear(`${p}mlp.fc2`, c.intermediateSize, C, true, w), act),
+      ),
+    );
+  }
+  return new VisionTower(patch, cls, pos, pre, layers, c.numHeads, config.visionFeatureSelectStrategy === 'default');
+}
+
+function loadProjector(reader: ParamReader, config: LlavaConfig): Projector {
+  const why = `vision hidden_size=${config.vision.hiddenSize}, text hidden_size=${config.text.hiddenSize}`;
+  const D = config.text.hiddenSize;
+  return new Projector(
+    new TwoLayerMlp(
+      reader.linear(`${P}linear_1`, config.vision.hiddenSize, D, config.projectorBias, why),
+      reader.linear(`${P}linear_2`, D, D, config.projectorBias, why),
+      activation(config.projectorHiddenAct),
+    ),
+  );
+}
+
+function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
+  const t = config.text;
+  const D = t.hiddenSize;
+  const why = `text_config hidden_size=${D}, vocab_size=${t.vocabSize}`;
+  const embed = reader.read(`${L}embed_tokens.weight`, [t.vocabSize, D], why);
+  const qDim = t.numHeads * t.headDim;
+  const kvDim = t.numKvHeads * t.headDim;
+  const rotary = new RotaryEmbedding(t.headDim, t.ropeTheta);
+  const act = activation(t.hiddenAct);
+  const layers: LlamaDecoderLayer[] = [];
+  for (let i = 0; i < t.numLayers; i++) {
+    const p = `${L}layers.${i}.`;
+    const w = `text_config hidden_size=${D}, heads=${t.numHeads}/${t.numKvHeads}, head_dim=${t.headDim}, intermediate_size=${t.intermediateSize}`;
+    layers.push(
+      new LlamaDecoderLayer(
+        new RMSNorm(reader.vector(`${p}input_layernorm.weight`, D, w), t.rmsNormEps),
+        new LlamaAttention(
+          reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), D, [qDim, kvDim, kvDim], t.attentionBias, w),
+          reader.linear(`${p}self_attn.o_proj`, qDim, D, t.attentionBias, w),
+          t.numHeads,
+          t.numKvHeads,
+          rotary,
+        ),
+        new RMSNorm(reader.vector(`${p}post_attention_layernorm.weight`, D, w), t.rmsNormEps),
+        new GatedMlp(
+          reader.packedLinear([`${p}mlp.gate_proj`, `${p}mlp.up_proj`], D, [t.intermediateSize, t.intermediateSize], t.mlpBias, w),
+          reader.linear(`${p}mlp.down_proj`, t.intermediateSize, D, t.mlpBias, w),
+          act,
+        ),
+      ),
+    );
+  }
+  const norm = new RMSNorm(reader.vector(`${L}norm.weight`, D, why), t.rmsNormEps);
+  const head = t.tieWordEmbeddings
+    ? new Linear(tf.tensor2d(transposeToInOut(embed, t.vocabSize, D), [D, t.vocabSize]), null)
+    : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
+  return new LlamaDecoder(embed, t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
+}

@@ -1,0 +1,16 @@
+// LLaVA's multi-modal projector: linear_1 -> GELU -> linear_2, vision width -> text width.
+import type * as tf from '@tensorflow/tfjs-core';
+import type { TwoLayerMlp } from '../layers/index.js';
+
+export class Projector {
+  constructor(readonly mlp: TwoLayerMlp) {}
+
+  /** features [N, Cv] -> [N, D] */
+  apply(features: tf.Tensor2D): tf.Tensor2D {
+    return this.mlp.apply(features);
+  }
+
+  dispose(): void {
+    this.mlp.dispose();
+  }
+}

@@ -1,0 +1,126 @@
+// TokenMerger: a vision stage then a language stage on random small tensors, as the model drives it.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+import { expect } from 'chai';
+import { TokenMerger, type MergeConfig, type MergePresetName, type MergeReport, type ModelShape, type VisionMergeState } from '../merge/index.js';
+
+const BACKENDS = ['cpu', 'wasm'] as const;
+const TINY: ModelShape = { visionLayersRun: 2, patches: 16, llmLayers: 2 };
+const HEADS = 2;
+const HEAD_DIM = 4;
+
+/** Runs one image through the tiny pipeline; returns the reports and the final sequence. */
+function runPipeline(spec: MergeConfig | MergePresetName, seed: number): { report: MergeReport; spans: Array<[number, number]>; positionIds: number[]; biases: number[] } {
+  const merger = TokenMerger.fromSpec(spec, TINY);
+  let visionState: VisionMergeState = merger.createVisionState(17, true);
+  let hidden = tf.randomNormal([17, HEADS * HEAD_DIM], 0, 1, 'float32', seed) as tf.Tensor2D;
+  const biases: number[] = [];
+  for (let layer = 0; layer < TINY.visionLayersRun; layer++) {
+    const needs = merger.visionNeeds(layer);
+    const bias = merger.attentionBias(visionState);
+    biases.push(bias ? bias.shape[0] : 0);
+    if (bias) expect(needs.sizeBias).to.equal(true);
+    bias?.dispose();
+    const n = hidden.shape[0];
+    const attn = needs.attn ? tf.tidy(() => tf.softmax(tf.randomNormal([HEADS, n, n], 0, 1, 'float32', seed + layer))) as tf.Tensor3D : undefined;
+    const keys = needs.keys ? tf.randomNormal([n, HEADS * HEAD_DIM], 0, 1, 'float32', seed + 10 + layer) as tf.Tensor2D : undefined;
+    if (needs.merge) {
+      const out = merger.mergeVision({ layer, hidden, attn, keys, numHeads: HEADS, state: visionState });
+      hidden.dispose();
+      hidden = out.hidden;
+      visionState = out.state;
+    }
+    if (attn) attn.dispose();
+    if (keys) keys.dispose();
+  }
+  const imageTokens = visionState.tokens - 1; // LLaVA drops the CLS
+  hidden.dispose();
+  // Sequence: 3 text tokens, the image, 4 text tokens.
+  const t = 3 + imageTokens + 4;
+  let seq = tf.randomNormal([t, 6], 0, 1, 'float32', seed + 20) as tf.Tensor2D;
+  let spans: Array<[number, number]> = [[3, 3 + imageTokens]];
+  let positionIds = [...Array(t).keys()];
+  let langState = merger.createLanguageState([visionState]);
+  let lastRow: tf.Tensor2D | null = null;
+  for (let layer = 0; layer < TINY.llmLayers; layer++) {
+    if (merger.isLlmMergeLayer(layer)) {
+      expect(lastRow).to.not.equal(null);
+      const out = merger.mergeLanguage({ layer, hidden: seq, lastRowAttn: lastRow!, spans, positionIds, state: langState });
+      seq.dispose();
+      seq = out.hidden;
+      spans = out.spans;
+      positionIds = out.positionIds;
+      langState = out.state;
+    }
+    lastRow?.dispose();
+    lastRow = merger.llmNeedsLastRow(layer) ? tf.tidy(() => tf.softmax(tf.randomNormal([HEADS, seq.shape[0]], 0, 1, 'float32', seed + 30 + layer))) as tf.Tensor2D : null;
+  }
+  lastRow?.dispose();
+  expect(seq.shape[0]).to.equal(positionIds.length);
+  seq.dispose();
+  return { report: merger.reports(langState)[0], spans, positionIds, biases };
+}
+
+for (const backend of BACKENDS) {
+  describe(`merge/token-merger [${backend}]`, () => {
+    before(async () => {
+      expect(await tf.setBackend(backend)).to.equal(true);
+    });
+
+    it('illava preset: counts per layer, recycled patches all mapped, no tensor leak', () => {
+      const before = tf.memory().numTensors;
+      const { report, spans, positionIds } = runPipeline({ ...TokenMerger.fromSpec('illava', TINY).config, trackSources: true }, 1);
+      expect(tf.memory().numTensors).to.equal(before);
+      expect(report.patches).to.equal(16);
+      expect(report.vision).to.deep.equal([{ layer: 0, tokens: 12 }, { layer: 1, tokens: 8 }]);
+      expect(report.language).to.deep.equal([{ layer: 1, tokens: 5 }]); // 8 - round(2.8) = 5
+      expect(report.tokens).to.equal(5);
+      expect(spans).to.deep.equal([[3, 8]]);
+      expect(positionIds.slice(0, 3)).to.deep.equal([0, 1, 2]);
+      expect(positionIds.slice(-4)).to.deep.equal([11, 12, 13, 14]); // text after the image keeps its ids
+      const map = Array.from(report.patchToToken!);
+      expect(map).to.have.length(16);
+      expect(map.every((v) => v >= 0 && v < 5)).to.equal(true); // recycling loses no patch
+      expect(new Set(map).size).to.equal(5);
+    });
+
+    it('tome preset: sizes feed the attention bias from the second block; fastv drops patches', () => {
+      const before = tf.memory().numTensors;
+      const tome = runPipeline({ vision: { rule: 'tome', layers: [0, 1], remove: 4 }, llm: { rule: 'fastv', layers: [1], keep: 0.5 }, trackSources: true }, 2);
+      expect(tf.memory().numTensors).to.equal(before);
+      expect(tome.biases).to.deep.equal([0, 13]);
+      expect(tome.report.vision).to.deep.equal([{ layer: 0, tokens: 12 }, { layer: 1, tokens: 8 }]);
+      expect(tome.report.language).to.deep.equal([{ layer: 1, tokens: 4 }]);
+      const map = Array.from(tome.report.patchToToken!);
+      expect(map.filter((v) => v >= 0).length).to.be.below(16);
+      expect(new Set(map.filter((v) => v >= 0)).size).to.equal(4);
+    });
+
+    it('illava-similarity at both stages, and none', () => {
+      const before = tf.memory().numTensors;
+      const sim = runPipeline({ vision: { rule: 'illava-similarity', layers: [1], remove: 6 }, llm: { rule: 'illava-similarity', layers: [1], keep: 0.5 } }, 3);
+      expect(sim.report.vision).to.deep.equal([{ layer: 1, tokens: 10 }]);
+      expect(sim.report.language).to.deep.equal([{ layer: 1, tokens: 5 }]);
+      expect(sim.report.patchToToken).to.equal(undefined);
+      const none = runPipeline('none', 4);
+      expect(none.report).to.deep.equal({ patches: 16, vision: [], language: [], tokens: 16 });
+      expect(none.positionIds).to.deep.equal([...Array(23).keys()]);
+      expect(tf.memory().numTensors).to.equal(before);
+    });
+
+    it('asks only for what the rule needs, and rejects missing inputs', () => {
+      const merger = TokenMerger.fromSpec('illava', TINY);
+      expect(merger.visionNeeds(0)).to.deep.equal({ merge: true, attn: true, keys: false, sizeBias: false });
+      expect(TokenMerger.fromSpec('tome', TINY).visionNeeds(1)).to.deep.equal({ merge: true, attn: false, keys: true, sizeBias: true });
+      expect(merger.llmNeedsLastRow(0)).to.equal(true);
+      expect(merger.llmNeedsLastRow(1)).to.equal(false);
+      const state = merger.createVisionState(17, true);
+      const hidden = tf.zeros([17, 8]) as tf.Tensor2D;
+      expect(() => merger.mergeVision({ layer: 0, hidden, numHeads: 2, state })).to.throw(/needs the attention probabilities/);
+      const wrong = tf.zeros([16, 8]) as tf.Tensor2D;
+      expect(() => merger.mergeVision({ layer: 0, hidden: wrong, numHeads: 2, state })).to.throw(/hidden has 16 tokens, the state 17/);
+      tf.dispose([hidden, wrong]);
+    });
+  });
+}

@@ -1,0 +1,16 @@
+// Public API of the weights layer: open a model folder (safetensors, sharded safetensors or a
+// tfjs weights manifest) as a WeightSource of canonical tensor names, read tensors checked
+// against the config, and convert to tfjs weights.
+export type { RawTensor, StorageDtype, TensorInfo, WeightSource } from './types.js';
+export { openWeights, openSafetensors, openShardedSafetensors, SafetensorsSource, INDEX_FILE, SINGLE_FILE, TFJS_MANIFEST } from './hf-folder.js';
+export type { TensorLocation } from './hf-folder.js';
+export { missingTensorError, readChecked, readRaw } from './source.js';
+export { canonicalNameMap, toCanonicalName, toNewSchemeName } from './names.js';
+export { SafetensorsFile, parseSafetensorsHeader, MAX_HEADER_BYTES } from './safetensors.js';
+export type { SafetensorsEntry, SafetensorsHeader } from './safetensors.js';
+export { openTfjsWeights, TfjsWeightsSource, writeTfjsWeights, DEFAULT_SHARD_BYTES } from './tfjs-format.js';
+export type { TfjsWeightEntry, TfjsWeightsJson, WriteTfjsOptions, WriteTfjsResult } from './tfjs-format.js';
+export {
+  DTYPE_BYTES, bytesToFloat32, f16BytesToFloat32, bf16BytesToFloat32, f32BytesToFloat32, f16BitsToNumber,
+  f32BitsToF16Bits, numberToF16Bits, float32ToF16Bits, float32ToBytesLE, uint16FromBytesLE, uint16ToBytesLE,
+} from './dtype.js';

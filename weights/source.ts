@@ -1,0 +1,36 @@
+// Helpers shared by every WeightSource: the standard error messages, shape-checked reads and raw
+// reads that work on any source (including in-memory ones without readRaw).
+import { float32ToBytesLE } from './dtype.js';
+import { shapeString } from './file-io.js';
+import type { RawTensor, WeightSource } from './types.js';
+
+/** `<origin>: tensor '<name>' is missing (looked for it under both naming schemes)`. */
+export function missingTensorError(origin: string, name: string): Error {
+  return new Error(`${origin}: tensor '${name}' is missing (looked for it under both naming schemes)`);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * Reads `name` as float32 after checking its shape against the one the config implies. `why`
+ * names that source, e.g. "config.json (hidden_size=64)". Throws
+ * `<origin>: tensor '<name>' has shape [a,b] but <why> implies [c,d]` on mismatch.
+ */
+export function readChecked(source: WeightSource, name: string, expectedShape: readonly number[], why: string): Float32Array {
+  const info = source.info(name);
+  if (!info) throw missingTensorError(source.origin, name);
+  if (!sameShape(info.shape, expectedShape)) {
+    throw new Error(`${source.origin}: tensor '${name}' has shape ${shapeString(info.shape)} but ${why} implies ${shapeString(expectedShape)}`);
+  }
+  return source.readFloat32(name);
+}
+
+/** The tensor's stored bytes and dtype: `source.readRaw` when present, else float32 bytes. */
+export function readRaw(source: WeightSource, name: string): RawTensor {
+  if (source.readRaw) return source.readRaw(name);
+  const info = source.info(name);
+  if (!info) throw missingTensorError(source.origin, name);
+  return { dtype: 'F32', shape: [...info.shape], bytes: float32ToBytesLE(source.readFloat32(name)) };
+}
