@@ -1,6 +1,6 @@
 // Public API of illava.
 export { LlavaModel } from './llava.js';
-export type { GenerateOptions, GenerateOutput, ImageInput, LoadOptions, PixelValues, PromptInput, StageTimings } from './llava.js';
+export type { GenerateOptions, GenerateOutput, ImageInput, LoadOptions, ModelParts, PixelValues, PromptInput, StageTimings } from './llava.js';
 export { selectBackend, activeBackend, BACKEND_NAMES } from './backend.js';
 export type { BackendChoice, BackendName } from './backend.js';
 export { parseLlavaConfig, readLlavaConfig, visionLayersRun, patchesPerImage } from './config.js';

@@ -5,7 +5,7 @@
 // <image> id; the sequence -> decoder prefill (language-stage merging) -> decode loop on the KV cache.
 import * as tf from '@tensorflow/tfjs-core';
 import { KVCache } from '../layers/index.js';
-import { openWeights } from '../weights/index.js';
+import { openWeights, type WeightSource } from '../weights/index.js';
 import { selectBackend, type BackendChoice, type BackendName } from './backend.js';
 import { buildLlavaPrompt } from './chat.js';
 import { readLlavaConfig, type LlavaConfig } from './config.js';
@@ -88,6 +88,16 @@ export interface GenerateOutput {
   logits?: Float32Array[];
 }
 
+/** What a model is built from (see LlavaModel.fromParts). */
+export interface ModelParts {
+  /** Shown in messages and `illava info`. */
+  name: string;
+  config: LlavaConfig;
+  source: WeightSource;
+  tokenizer: LlavaTokenizer;
+  imageProcessor: ImageProcessor;
+}
+
 export interface LoadOptions {
   backend?: BackendName | 'auto';
   /** Default token merging of this model ('none' when absent). */
@@ -125,25 +135,33 @@ export class LlavaModel {
   }
 
   static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<LlavaModel> {
-    const backend = await selectBackend(options.backend);
+    await selectBackend(options.backend);
     const config = readLlavaConfig(dir);
     const tokenizer = await LlavaTokenizer.fromDir(dir);
     const imageProcessor = await ImageProcessor.fromFile(dir);
-    if (tokenizer.imageTokenId !== config.imageTokenIndex) {
-      throw new Error(`${dir}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
-    }
     const source = openWeights(dir);
-    let modules;
-    let dtypes: string[];
     try {
-      dtypes = [...new Set(source.names().map((n) => source.info(n)?.dtype ?? '?'))].sort();
-      modules = loadModules(source, config, options.onProgress);
+      return await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor }, options);
     } finally {
       source.close();
     }
-    const model = new LlavaModel(dir, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes);
-    resolveModelMerge(model.defaultMerge, config); // validate now, not at the first call
-    return model;
+  }
+
+  /**
+   * Builds a model from parts already in memory: e.g. random weights at a real architecture's
+   * size for benchmarks (scripts/bench), or weights from another container. The source is read
+   * once; the caller closes it.
+   */
+  static async fromParts(parts: ModelParts, options: LoadOptions = {}): Promise<LlavaModel> {
+    const backend = await selectBackend(options.backend);
+    const { config, source, tokenizer, imageProcessor } = parts;
+    if (tokenizer.imageTokenId !== config.imageTokenIndex) {
+      throw new Error(`${parts.name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
+    }
+    resolveModelMerge(options.merge ?? 'none', config); // validate now, not at the first call
+    const dtypes = [...new Set(source.names().map((n) => source.info(n)?.dtype ?? '?'))].sort();
+    const modules = loadModules(source, config, options.onProgress);
+    return new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes);
   }
 
   /** Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics). */

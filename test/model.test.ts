@@ -2,12 +2,13 @@
 // code and llama2.c's LLaMA in float64 (see test/fixtures/tiny-llava/README.md).
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
+import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LlavaModel, type PixelValues } from '../src/llava.js';
 import { selectBackend } from '../src/backend.js';
-import { expectations, expectedArray, relativeL2, topK, TINY_LLAVA_DIR } from './helpers/fixture.js';
+import { expectations, expectedArray, maxAbsDiff, relativeL2, REPO_ROOT, topK, TINY_LLAVA_DIR } from './helpers/fixture.js';
 
 const TOLERANCE = 1e-4;
 
@@ -118,6 +119,52 @@ describe('LLaVA-1.5 runtime on tiny-llava', function () {
       await expectReject(model.generate({ prompt: 'USER: <image> x', images: [], template: 'raw' }), /1 <image> placeholder.*0 image/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('other weight formats and backends give the same model', function () {
+  let dir: string;
+  let reference: Float32Array;
+  const pixels: PixelValues = { pixelValues: expectedArray('pixel_values').data, height: 56, width: 56 };
+  const input = { prompt: 'What is shown in this image?', images: [pixels] };
+
+  before(async () => {
+    const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { backend: 'wasm' });
+    reference = await model.logits(input);
+    model.dispose();
+    dir = mkdtempSync(join(tmpdir(), 'illava-tfjs-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('the tfjs-converted copy (scripts/convert-to-tfjs) gives the same logits', async () => {
+    const out = join(dir, 'f32');
+    execFileSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/convert-to-tfjs.js'), '--model', TINY_LLAVA_DIR, '--out', out], { stdio: 'pipe' });
+    const model = await LlavaModel.fromPretrained(out, { backend: 'wasm' });
+    const logits = await model.logits(input);
+    model.dispose();
+    expect(maxAbsDiff(logits, reference)).to.equal(0);
+  });
+
+  it('a float16 tfjs copy stays close (weights rounded to half precision)', async () => {
+    const out = join(dir, 'f16');
+    execFileSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/convert-to-tfjs.js'), '--model', TINY_LLAVA_DIR, '--out', out, '--float16'], { stdio: 'pipe' });
+    const model = await LlavaModel.fromPretrained(out, { backend: 'wasm' });
+    expect(model.storedDtypes()).to.deep.equal(['F16']);
+    const logits = await model.logits(input);
+    model.dispose();
+    expect(relativeL2(logits, reference)).to.be.below(1e-2);
+  });
+
+  it('the pure-JS cpu backend gives the same logits as wasm', async () => {
+    const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { backend: 'cpu' });
+    try {
+      expect(model.backend.name).to.equal('cpu');
+      const logits = await model.logits(input);
+      expect(relativeL2(logits, expectedArray('image_prompt_last_logits').data)).to.be.below(TOLERANCE);
+    } finally {
+      model.dispose();
+      await selectBackend('wasm');
     }
   });
 });

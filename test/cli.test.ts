@@ -1,0 +1,54 @@
+// The `illava` command line, run as a user would (a child process on the built CLI).
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { REPO_ROOT, TINY_LLAVA_DIR } from './helpers/fixture.js';
+
+function illava(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [join(REPO_ROOT, 'dist/src/cli.js'), ...args], { encoding: 'utf8', timeout: 120000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('illava CLI', function () {
+  it('generate on the embedded default model streams text and prints counts and times per stage', () => {
+    const r = illava('generate', '--max-new-tokens', '4', '--merge', 'illava', '--backend', 'wasm');
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.trim().length).to.be.greaterThan(0);
+    expect(r.stderr).to.match(/backend: wasm/);
+    expect(r.stderr).to.match(/image 1: 16 patches -> vision layer 0: 12 -> vision layer 1: 8 -> llm layer 1: 5/);
+    expect(r.stderr).to.match(/time: preprocess \d+ ms, vision \d+ ms, prefill \d+ ms/);
+  });
+
+  it('generate with --model, --image and a JSON merge config', () => {
+    const merge = JSON.stringify({ llm: { rule: 'fastv', layers: [1], keep: 0.5 } });
+    const r = illava('generate', '--model', TINY_LLAVA_DIR, '--image', join(TINY_LLAVA_DIR, 'image.png'), '--prompt', 'What is it?', '--max-new-tokens', '2', '--merge', merge);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.match(/llm layer 1: 8/);
+  });
+
+  it('info prints the architecture, parameter count, dtype and backend', () => {
+    const r = illava('info', '--model', TINY_LLAVA_DIR);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/vision\s+CLIP ViT 3 layers, width 64/);
+    expect(r.stdout).to.match(/decoder\s+LLaMA 2 layers, width 64/);
+    expect(r.stdout).to.match(/parameters\s+[\d,]+ loaded/);
+    expect(r.stdout).to.match(/stored dtype\s+F32/);
+    expect(r.stdout).to.match(/backend\s+(wasm|tensorflow|cpu)/);
+  });
+
+  it('errors are one clear line with a non-zero exit code', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['info', '--model', '/nonexistent/model'], /model folder '\/nonexistent\/model' does not exist/],
+      [['generate', '--merge', 'bogus', '--max-new-tokens', '1'], /merge spec 'bogus' is neither a preset/],
+      [['generate', '--image', '/nonexistent.png', '--max-new-tokens', '1'], /nonexistent\.png.*not found/],
+      [['generate', '--max-new-tokens', 'abc'], /--max-new-tokens expects an integer/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = illava(...args);
+      expect(r.code, args.join(' ')).to.equal(1);
+      const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('illava:') || l.startsWith('error:'));
+      expect(lines, r.stderr).to.have.length(1);
+      expect(lines[0]).to.match(pattern);
+    }
+  });
+});
