@@ -42,6 +42,8 @@ const L = 'language_model.model.';
 /** Reads tensors by canonical name with their shapes checked against config.json. */
 class ParamReader {
   loaded = 0;
+  /** Every tensor made so far: disposed together if loading fails half way. */
+  readonly created: tf.Tensor[] = [];
 
   constructor(
     private readonly source: WeightSource,
@@ -56,8 +58,14 @@ class ParamReader {
     return data;
   }
 
+  /** Records a tensor for cleanup on failure. */
+  track<T extends tf.Tensor>(t: T): T {
+    this.created.push(t);
+    return t;
+  }
+
   vector(name: string, size: number, why: string): tf.Tensor1D {
-    return tf.tensor1d(this.read(name, [size], why));
+    return this.track(tf.tensor1d(this.read(name, [size], why)));
   }
 
   /** A PyTorch Linear [out, in] (+ bias) as [in, out]. */
@@ -77,7 +85,7 @@ class ParamReader {
       if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
       col += outs[i];
     });
-    return new Linear(tf.tensor2d(weight, [inF, total]), biasData ? tf.tensor1d(biasData) : null);
+    return new Linear(this.track(tf.tensor2d(weight, [inF, total])), biasData ? this.track(tf.tensor1d(biasData)) : null);
   }
 
   layerNorm(prefix: string, size: number, eps: number, why: string): LayerNorm {
@@ -93,16 +101,10 @@ function tensorCount(config: LlavaConfig): number {
 
 export function loadModules(source: WeightSource, config: LlavaConfig, onProgress?: (p: LoadProgress) => void): LoadedModules {
   const reader = new ParamReader(source, tensorCount(config), onProgress);
-  const created: { dispose(): void }[] = [];
   try {
-    const vision = loadVision(reader, config);
-    created.push(vision);
-    const projector = loadProjector(reader, config);
-    created.push(projector);
-    const decoder = loadDecoder(reader, config);
-    return { vision, projector, decoder };
+    return { vision: loadVision(reader, config), projector: loadProjector(reader, config), decoder: loadDecoder(reader, config) };
   } catch (e) {
-    created.forEach((m) => m.dispose());
+    reader.created.forEach((t) => t.dispose());
     throw e;
   }
 }
@@ -114,8 +116,9 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
   const why = `vision_config hidden_size=${C}`;
   const conv = reader.read(`${V}embeddings.patch_embedding.weight`, [C, c.numChannels, c.patchSize, c.patchSize], `${why}, patch_size=${c.patchSize}`);
   const patch = PatchEmbedding.fromTorch(conv, C, c.numChannels, c.patchSize);
-  const cls = tf.tensor2d(reader.read(`${V}embeddings.class_embedding`, [C], why), [1, C]);
-  const pos = tf.tensor2d(reader.read(`${V}embeddings.position_embedding.weight`, [grid * grid + 1, C], `${why}, ${grid * grid} patches + CLS`), [grid * grid + 1, C]);
+  reader.track(patch.weight);
+  const cls = reader.track(tf.tensor2d(reader.read(`${V}embeddings.class_embedding`, [C], why), [1, C]));
+  const pos = reader.track(tf.tensor2d(reader.read(`${V}embeddings.position_embedding.weight`, [grid * grid + 1, C], `${why}, ${grid * grid} patches + CLS`), [grid * grid + 1, C]));
   const pre = reader.layerNorm(`${V}pre_layrnorm`, C, c.layerNormEps, why);
   const act = activation(c.hiddenAct);
   const layers: ClipEncoderLayer[] = [];
@@ -180,7 +183,7 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
   }
   const norm = new RMSNorm(reader.vector(`${L}norm.weight`, D, why), t.rmsNormEps);
   const head = t.tieWordEmbeddings
-    ? new Linear(tf.tensor2d(transposeToInOut(embed, t.vocabSize, D), [D, t.vocabSize]), null)
+    ? new Linear(reader.track(tf.tensor2d(transposeToInOut(embed, t.vocabSize, D), [D, t.vocabSize])), null)
     : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
   return new LlamaDecoder(embed, t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
 }

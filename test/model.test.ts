@@ -183,7 +183,10 @@ describe('model loading errors', function () {
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     config.text_config.intermediate_size = 128;
     writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    await selectBackend('wasm');
+    const before = tf.memory().numTensors;
     await expectReject(LlavaModel.fromPretrained(dir, { backend: 'wasm' }), /gate_proj\.weight' has shape \[172,64\] but config\.json .* implies \[128,64\]/);
+    expect(tf.memory().numTensors, 'tensors of the half-built model are disposed').to.equal(before);
   });
 
   it('rejects an unsupported model type and a missing config', async () => {

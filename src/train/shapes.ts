@@ -1,0 +1,237 @@
+// Deterministic synthetic visual question answering: 112x112 RGB images with a few coloured
+// shapes (circle, square, triangle, star) on plain or lightly textured backgrounds, and
+// questions with one-word answers. Everything is a function of the seed (seedrandom).
+//
+// Each shape lies inside one quadrant of the image, so "where" questions have a clear answer;
+// shapes never overlap. Splits: train seeds, validation and test use disjoint seed prefixes.
+import seedrandom from 'seedrandom';
+import type { RgbImage } from '../image.js';
+
+export const IMAGE_SIZE = 112;
+export const SHAPES = ['circle', 'square', 'triangle', 'star'] as const;
+export const COLOURS = ['red', 'green', 'blue', 'yellow', 'purple'] as const;
+export const QUADRANTS = ['top-left', 'top-right', 'bottom-left', 'bottom-right'] as const;
+export const NUMBERS = ['zero', 'one', 'two', 'three', 'four'] as const;
+export type Shape = (typeof SHAPES)[number];
+export type Colour = (typeof COLOURS)[number];
+
+const RGB: Record<Colour, [number, number, number]> = {
+  red: [215, 40, 40],
+  green: [40, 165, 60],
+  blue: [40, 80, 215],
+  yellow: [230, 195, 30],
+  purple: [145, 55, 185],
+};
+
+export interface ShapeItem {
+  shape: Shape;
+  colour: Colour;
+  /** Centre and "radius" in pixels. */
+  cx: number;
+  cy: number;
+  r: number;
+  quadrant: number;
+}
+
+export interface Scene {
+  items: ShapeItem[];
+  image: RgbImage;
+}
+
+export type QuestionType = 'colour' | 'shape' | 'count' | 'where' | 'exist';
+export const QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', 'count', 'where', 'exist'];
+
+export interface Question {
+  type: QuestionType;
+  question: string;
+  answer: string;
+}
+
+export interface Example extends Question {
+  scene: Scene;
+}
+
+export type Split = 'train' | 'val' | 'test';
+
+const plural = (s: Shape) => `${s}s`;
+
+function starPolygon(r: number): Array<[number, number]> {
+  const pts: Array<[number, number]> = [];
+  for (let k = 0; k < 10; k++) {
+    const rad = k % 2 === 0 ? r : 0.45 * r;
+    const a = (k * Math.PI) / 5;
+    pts.push([rad * Math.sin(a), -rad * Math.cos(a)]);
+  }
+  return pts;
+}
+
+function pointInPolygon(x: number, y: number, poly: Array<[number, number]>): boolean {
+  let c = false;
+  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+    const [xi, yi] = poly[i];
+    const [xj, yj] = poly[j];
+    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) c = !c;
+  }
+  return c;
+}
+
+/** Inside test of a shape at offset (dx, dy) from its centre. */
+function inside(shape: Shape, dx: number, dy: number, r: number): boolean {
+  switch (shape) {
+    case 'circle':
+      return dx * dx + dy * dy <= r * r;
+    case 'square': {
+      const h = r * 0.82;
+      return Math.abs(dx) <= h && Math.abs(dy) <= h;
+    }
+    case 'triangle': {
+      // apex up: (0, -r), base from (-r, 0.8r) to (r, 0.8r)
+      if (dy > 0.8 * r || dy < -r) return false;
+      const t = (dy + r) / (1.8 * r); // 0 at apex, 1 at base
+      return Math.abs(dx) <= t * r;
+    }
+    case 'star': {
+      if (dx * dx + dy * dy > r * r) return false;
+      return pointInPolygon(dx, dy, starPolygon(r));
+    }
+  }
+}
+
+/** Draws a scene from an rng. 1-4 shapes, radius 6-13 px, each within one quadrant. */
+export function drawScene(rng: () => number): Scene {
+  const S = IMAGE_SIZE;
+  const data = new Uint8Array(S * S * 3);
+  // background: light plain colour, optionally with noise or stripes
+  const base = [185 + Math.floor(rng() * 65), 185 + Math.floor(rng() * 65), 185 + Math.floor(rng() * 65)];
+  const texture = rng();
+  const stripe = 4 + Math.floor(rng() * 6);
+  const vertical = rng() < 0.5;
+  for (let y = 0; y < S; y++) {
+    for (let x = 0; x < S; x++) {
+      let delta = 0;
+      if (texture < 0.35) delta = Math.floor((rng() - 0.5) * 24);
+      else if (texture < 0.6) delta = Math.floor((vertical ? x : y) / stripe) % 2 === 0 ? 10 : -10;
+      for (let c = 0; c < 3; c++) data[(y * S + x) * 3 + c] = Math.max(0, Math.min(255, base[c] + delta));
+    }
+  }
+  const n = 1 + Math.floor(rng() * 4);
+  const items: ShapeItem[] = [];
+  for (let attempt = 0; items.length < n && attempt < 200; attempt++) {
+    const r = 6 + Math.floor(rng() * 8);
+    const quadrant = Math.floor(rng() * 4);
+    const half = S / 2;
+    const qx = (quadrant % 2) * half;
+    const qy = Math.floor(quadrant / 2) * half;
+    const cx = qx + r + 1 + rng() * (half - 2 * r - 2);
+    const cy = qy + r + 1 + rng() * (half - 2 * r - 2);
+    if (items.some((o) => Math.hypot(o.cx - cx, o.cy - cy) < o.r + r + 2)) continue;
+    const shape = SHAPES[Math.floor(rng() * SHAPES.length)];
+    const colour = COLOURS[Math.floor(rng() * COLOURS.length)];
+    items.push({ shape, colour, cx, cy, r, quadrant });
+  }
+  for (const it of items) {
+    const [cr, cg, cb] = RGB[it.colour];
+    for (let y = Math.max(0, Math.floor(it.cy - it.r - 1)); y <= Math.min(S - 1, Math.ceil(it.cy + it.r + 1)); y++) {
+      for (let x = Math.max(0, Math.floor(it.cx - it.r - 1)); x <= Math.min(S - 1, Math.ceil(it.cx + it.r + 1)); x++) {
+        if (!inside(it.shape, x + 0.5 - it.cx, y + 0.5 - it.cy, it.r)) continue;
+        const o = (y * S + x) * 3;
+        data[o] = cr;
+        data[o + 1] = cg;
+        data[o + 2] = cb;
+      }
+    }
+  }
+  return { items, image: { width: S, height: S, data } };
+}
+
+/** All questions of a type that have a well-defined answer for this scene. */
+function candidates(scene: Scene, type: QuestionType, rng: () => number): Question[] {
+  const items = scene.items;
+  const count = (f: (i: ShapeItem) => boolean) => items.filter(f).length;
+  const out: Question[] = [];
+  switch (type) {
+    case 'colour':
+      for (const s of SHAPES) {
+        const hits = items.filter((i) => i.shape === s);
+        if (hits.length === 1) out.push({ type, question: `What colour is the ${s}?`, answer: hits[0].colour });
+      }
+      break;
+    case 'shape':
+      for (const c of COLOURS) {
+        const hits = items.filter((i) => i.colour === c);
+        if (hits.length === 1) out.push({ type, question: `What shape is the ${c} object?`, answer: hits[0].shape });
+      }
+      break;
+    case 'count':
+      for (const s of SHAPES) out.push({ type, question: `How many ${plural(s)} are there?`, answer: NUMBERS[count((i) => i.shape === s)] });
+      break;
+    case 'where':
+      for (const it of items) {
+        if (count((i) => i.shape === it.shape && i.colour === it.colour) === 1) {
+          out.push({ type, question: `Where is the ${it.colour} ${it.shape}?`, answer: QUADRANTS[it.quadrant] });
+        }
+      }
+      break;
+    case 'exist': {
+      const yes = rng() < 0.5;
+      for (const s of SHAPES) {
+        for (const c of COLOURS) {
+          const present = count((i) => i.shape === s && i.colour === c) > 0;
+          if (present === yes) out.push({ type, question: `Is there a ${c} ${s}?`, answer: yes ? 'yes' : 'no' });
+        }
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+/** `k` questions about a scene, types drawn uniformly among those with an answer. */
+export function askQuestions(scene: Scene, rng: () => number, k: number): Question[] {
+  const out: Question[] = [];
+  for (let i = 0; i < k; i++) {
+    for (let tries = 0; tries < 20; tries++) {
+      const type = QUESTION_TYPES[Math.floor(rng() * QUESTION_TYPES.length)];
+      let list = candidates(scene, type, rng);
+      if (type === 'count' && list.length > 0) {
+        // prefer shapes that are present (otherwise "zero" dominates)
+        const present = list.filter((q) => q.answer !== 'zero');
+        if (present.length > 0 && rng() < 0.75) list = present;
+      }
+      if (list.length === 0) continue;
+      out.push(list[Math.floor(rng() * list.length)]);
+      break;
+    }
+  }
+  return out;
+}
+
+const SPLIT_PREFIX: Record<Split, string> = { train: 'train', val: 'validation', test: 'test' };
+
+/** Image `index` of a split, with `k` questions: deterministic in (split, index). */
+export function sceneWithQuestions(split: Split, index: number, k: number): { scene: Scene; questions: Question[] } {
+  const rng = seedrandom(`illava-shapes/${SPLIT_PREFIX[split]}/${index}`);
+  const scene = drawScene(rng);
+  return { scene, questions: askQuestions(scene, rng, k) };
+}
+
+/** `count` examples of a split: one question per image (images index 0..count-1). */
+export function examples(split: Split, count: number, offset = 0): Example[] {
+  const out: Example[] = [];
+  for (let i = offset; i < offset + count; i++) {
+    const { scene, questions } = sceneWithQuestions(split, i, 1);
+    out.push({ ...questions[0], scene });
+  }
+  return out;
+}
+
+/** Every word the questions and answers use (the tokenizer's vocabulary, besides specials). */
+export function vocabularyWords(): string[] {
+  const words = new Set<string>(['user', 'assistant', ':', '?', 'what', 'colour', 'color', 'is', 'the', 'shape', 'object', 'how', 'many', 'are', 'there', 'where', 'a', 'in', 'this', 'image', 'picture']);
+  for (const s of SHAPES) {
+    words.add(s);
+    words.add(plural(s));
+  }
+  [...COLOURS, ...QUADRANTS, ...NUMBERS, 'yes', 'no'].forEach((w) => words.add(w));
+  return [...words];
+}
