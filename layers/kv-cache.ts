@@ -13,16 +13,19 @@ export class LayerKVCache {
     return this.keys.length === 0 ? 0 : this.keys[0].shape[0];
   }
 
-  /** Appends new rows (per head [T, d]); takes ownership of the given tensors. */
+  /**
+   * Appends new rows (per head [T, d]); takes ownership of the given tensors. Stored tensors are
+   * tf.keep()-ed: the cache outlives any tf.tidy the caller may run a layer in.
+   */
   append(keys: tf.Tensor2D[], values: tf.Tensor2D[]): void {
     if (this.keys.length === 0) {
-      this.keys = keys;
-      this.values = values;
+      this.keys = keys.map((k) => tf.keep(k));
+      this.values = values.map((v) => tf.keep(v));
       return;
     }
     const grow = (old: tf.Tensor2D[], add: tf.Tensor2D[]) =>
       old.map((o, h) => {
-        const joined = tf.concat([o, add[h]], 0);
+        const joined = tf.keep(tf.concat([o, add[h]], 0));
         o.dispose();
         add[h].dispose();
         return joined;
