@@ -1,10 +1,10 @@
 // FastV (illava-method.md §7): before decoder layer K (prefill only), drop the image tokens least
 // attended by the last prompt token in layer K-1. No recycling.
 import {
-  languageScores, positionIdsAfter, removedCount, spanIndices, spansAfter,
+  languageResult, languageScores, removedCount, spanIndices,
   type LanguageInput, type LanguageResult, type Span,
 } from './language-common.js';
-import { applyPlan, buildPlan, keptIndices } from './plan.js';
+import { buildPlan } from './plan.js';
 import { rankDescending } from './util.js';
 
 export interface FastvSpan {
@@ -35,13 +35,5 @@ export function fastvPrune(input: LanguageInput): FastvResult {
     return { span: [span[0], span[1]], removed: r, dropped: out };
   });
   const plan = buildPlan(input.hidden.shape[0], dropped);
-  return {
-    plan,
-    keptIndices: keptIndices(plan),
-    hidden: applyPlan(plan, input.hidden),
-    positionIds: positionIdsAfter(plan, input.positionIds),
-    spans: spansAfter(plan, input.spans),
-    scores,
-    groups,
-  };
+  return { ...languageResult(plan, input, scores), groups };
 }

@@ -2,10 +2,10 @@
 // span fold the r+1 tokens least attended by the last prompt token (layer K-1) into one.
 import { lowestGroup, type RecycleGroup } from './group.js';
 import {
-  languageScores, positionIdsAfter, removedCount, spanIndices, spansAfter,
+  languageResult, languageScores, removedCount, spanIndices,
   type LanguageInput, type LanguageResult, type Span,
 } from './language-common.js';
-import { applyPlan, buildPlan, keptIndices } from './plan.js';
+import { buildPlan } from './plan.js';
 
 /** One span's group; `group` is null when nothing was removed from it. */
 export interface SpanGroup {
@@ -42,13 +42,5 @@ export function illavaLanguage(input: LanguageInput): IllavaLanguageResult {
     return { span: [span[0], span[1]], removed: r, group: g.group };
   });
   const plan = buildPlan(t, dropped, merged);
-  return {
-    plan,
-    keptIndices: keptIndices(plan),
-    hidden: applyPlan(plan, input.hidden),
-    positionIds: positionIdsAfter(plan, input.positionIds),
-    spans: spansAfter(plan, input.spans),
-    scores,
-    groups,
-  };
+  return { ...languageResult(plan, input, scores), groups };
 }

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionReceived, visionCandidates } from './illava-vision.js';
 import {
-  languageScores, positionIdsAfter, removedCount, spanIndices, spansAfter,
+  languageResult, languageScores, removedCount, spanIndices,
   type LanguageInput, type LanguageResult, type Span,
 } from './language-common.js';
 import { applyPlan, buildPlan, keptIndices, type MergePlan } from './plan.js';
@@ -88,13 +88,5 @@ export function illavaLanguageSimilarity(input: IllavaLanguageSimilarityInput): 
     return { span: [s, e] as Span, removed: r, selection: out.selection };
   });
   const plan = buildPlan(input.hidden.shape[0], dropped, merged);
-  return {
-    plan,
-    keptIndices: keptIndices(plan),
-    hidden: applyPlan(plan, input.hidden),
-    positionIds: positionIdsAfter(plan, input.positionIds),
-    spans: spansAfter(plan, input.spans),
-    scores,
-    groups,
-  };
+  return { ...languageResult(plan, input, scores), groups };
 }

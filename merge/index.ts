@@ -2,7 +2,7 @@
 // Depends on @tensorflow/tfjs-core only.
 export {
   applyPlan, applyPlanSum, applyPlanToArray, buildPlan, composePlans, identityPlan, isIdentityPlan, keptIndices, restrictPlan,
-  type MergePlan, type PlanRow,
+  type MergePlan, type PlacementMethod, type PlanRow,
 } from './plan.js';
 export { SourceMap } from './source-map.js';
 export { roundHalfEven, rankDescending } from './util.js';

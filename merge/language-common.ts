@@ -1,7 +1,7 @@
 // Shared pieces of the LLM-stage rules (iLLaVA language, FastV, similarity recycling):
 // scores from the last prompt token's attention row, per-span counts, rebuilt spans.
 import * as tf from '@tensorflow/tfjs-core';
-import { applyPlanToArray, type MergePlan } from './plan.js';
+import { applyPlan, applyPlanToArray, keptIndices, type MergePlan } from './plan.js';
 import { checkRank, checkScores, roundHalfEven } from './util.js';
 
 /** [start, end) of one image's tokens in the sequence. */
@@ -102,4 +102,16 @@ export function spansAfter(plan: MergePlan, spans: ReadonlyArray<Span>): Span[] 
 /** Position ids after the plan (the anchors' ids). */
 export function positionIdsAfter(plan: MergePlan, positionIds: ArrayLike<number>): number[] {
   return applyPlanToArray(plan, positionIds);
+}
+
+/** Applies a language rule's plan to everything that must follow it: hidden states, positions, spans. */
+export function languageResult(plan: MergePlan, input: LanguageInput, scores: Float64Array): LanguageResult {
+  return {
+    plan,
+    keptIndices: keptIndices(plan),
+    hidden: applyPlan(plan, input.hidden),
+    positionIds: positionIdsAfter(plan, input.positionIds),
+    spans: spansAfter(plan, input.spans),
+    scores,
+  };
 }

@@ -1,26 +1,9 @@
 // iLLaVA vision and language merges and FastV, on hand-built inputs.
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-backend-wasm';
 import { expect } from 'chai';
+import { BACKENDS, rng, randomRows, bits } from './helpers/merge-data.js';
 import { fastvPrune, illavaLanguage, illavaVision, removedCount, type LanguageInput } from '../merge/index.js';
 
-const BACKENDS = ['cpu', 'wasm'] as const;
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const randomRows = (n: number, c: number, seed: number) => {
-  const r = rng(seed);
-  return Array.from({ length: n }, () => Array.from({ length: c }, () => (r() - 0.5) * 5.1));
-};
-const bits = (row: ArrayLike<number>) => Array.from(new Uint32Array(Float32Array.from(row).buffer));
 /** sum_j w_j x_j / sum_j w_j over plain arrays. */
 const wmean = (rows: number[][], idx: number[], w: number[]) => {
   const total = w.reduce((a, b) => a + b, 0);

@@ -1,33 +1,15 @@
 // MergePlan application, SourceMap composition and the rounding helper.
 // Expected values are written by hand or computed with plain loops over JS arrays.
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-backend-wasm';
 import { expect } from 'chai';
+import { BACKENDS, randomRows, bits } from './helpers/merge-data.js';
 import {
   applyPlan, applyPlanSum, applyPlanToArray, composePlans, identityPlan, keptIndices, restrictPlan, roundHalfEven, SourceMap,
   type MergePlan,
 } from '../merge/index.js';
 
-const BACKENDS = ['cpu', 'wasm'] as const;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-function randomRows(n: number, c: number, seed: number): number[][] {
-  const r = rng(seed);
-  return Array.from({ length: n }, () => Array.from({ length: c }, () => (r() - 0.5) * 7.3));
-}
-
-/** Float32 bit patterns of a row, to compare bit-for-bit. */
-const bits = (row: ArrayLike<number>) => Array.from(new Uint32Array(Float32Array.from(row).buffer));
 
 for (const backend of BACKENDS) {
   describe(`merge/plan [${backend}]`, () => {
@@ -47,19 +29,31 @@ for (const backend of BACKENDS) {
       ],
     };
 
-    it('applyPlan copies kept rows bit-for-bit and mixes merged rows', () => {
-      const rows = randomRows(7, 5, 1);
-      const x = tf.tensor2d(rows);
-      const y = applyPlan(plan, x);
-      const out = y.arraySync();
-      expect(y.shape).to.deep.equal([5, 5]);
-      for (const [o, i] of [[0, 0], [1, 2], [3, 4], [4, 6]]) {
-        expect(bits(out[o])).to.deep.equal(bits(rows[i]), `row ${o}`);
-      }
-      const expected = rows[1].map((_, c) => 0.5 * rows[1][c] + 0.25 * rows[3][c] + 0.25 * rows[5][c]);
-      out[2].forEach((v, c) => expect(v).to.be.closeTo(expected[c], 1e-5));
-      tf.dispose([x, y]);
-    });
+    for (const method of ['auto', 'gather', 'copy'] as const) {
+      it(`applyPlan (${method}) copies kept rows bit-for-bit and mixes merged rows`, () => {
+        const rows = randomRows(7, 5, 1);
+        const x = tf.tensor2d(rows);
+        const before = tf.memory().numTensors;
+        const y = applyPlan(plan, x, method);
+        expect(tf.memory().numTensors).to.equal(before + 1);
+        const out = y.arraySync();
+        expect(y.shape).to.deep.equal([5, 5]);
+        for (const [o, i] of [[0, 0], [1, 2], [3, 4], [4, 6]]) {
+          expect(bits(out[o])).to.deep.equal(bits(rows[i]), `row ${o}`);
+        }
+        const expected = rows[1].map((_, c) => 0.5 * rows[1][c] + 0.25 * rows[3][c] + 0.25 * rows[5][c]);
+        out[2].forEach((v, c) => expect(v).to.be.closeTo(expected[c], 1e-5));
+        // Kept-only plan (no matMul), and an int32 tensor.
+        const drop: MergePlan = { inputCount: 7, rows: [{ anchor: 5, sources: [5], weights: [1] }, { anchor: 1, sources: [1], weights: [1] }] };
+        const z = applyPlan(drop, x, method);
+        expect(z.arraySync().map(bits)).to.deep.equal([bits(rows[5]), bits(rows[1])]);
+        const ints = tf.tensor2d([[1], [2], [3], [4], [5], [6], [7]], [7, 1], 'int32');
+        const zi = applyPlan(drop, ints, method);
+        expect(zi.dtype).to.equal('int32');
+        expect(zi.arraySync()).to.deep.equal([[6], [2]]);
+        tf.dispose([x, y, z, ints, zi]);
+      });
+    }
 
     it('identity plan returns the input exactly, as a new tensor', () => {
       const rows = randomRows(4, 3, 2);

@@ -1,26 +1,9 @@
 // Similarity recycling (iLLaVA v2) against a plain-array reference.
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-backend-wasm';
 import { expect } from 'chai';
+import { BACKENDS, randomRows, bits } from './helpers/merge-data.js';
 import { illavaLanguageSimilarity, illavaVisionSimilarity, similarityRecycle } from '../merge/index.js';
 
-const BACKENDS = ['cpu', 'wasm'] as const;
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const randomRows = (n: number, c: number, seed: number) => {
-  const r = rng(seed);
-  return Array.from({ length: n }, () => Array.from({ length: c }, () => (r() - 0.5) * 3));
-};
-const bits = (row: ArrayLike<number>) => Array.from(new Uint32Array(Float32Array.from(row).buffer));
 const dot = (a: number[], b: number[]) => a.reduce((acc, v, i) => acc + v * b[i], 0);
 
 /** Plain reference: value of recycling token `c` absorbing the m most similar of `dropped`. */

@@ -1,11 +1,9 @@
 // TokenMerger: a vision stage then a language stage on random small tensors, as the model drives it.
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-backend-wasm';
 import { expect } from 'chai';
+import { BACKENDS } from './helpers/merge-data.js';
 import { TokenMerger, type MergeConfig, type MergePresetName, type MergeReport, type ModelShape, type VisionMergeState } from '../merge/index.js';
 
-const BACKENDS = ['cpu', 'wasm'] as const;
 const TINY: ModelShape = { visionLayersRun: 2, patches: 16, llmLayers: 2 };
 const HEADS = 2;
 const HEAD_DIM = 4;
