@@ -13,7 +13,8 @@ import { loadImage, type RgbImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
 import { ImageProcessor } from './preprocess.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
-import { LlavaTokenizer, createStreamDecoder } from './tokenizer.js';
+import { LlavaTokenizer } from './tokenizer.js';
+import { decodeTokens, type PreparedPrompt } from './generation.js';
 import type { VisionTower } from './vision.js';
 import type { Projector } from './projector.js';
 import type { LlamaDecoder } from './decoder.js';
@@ -103,16 +104,6 @@ export interface LoadOptions {
   /** Default token merging of this model ('none' when absent). */
   merge?: MergeOption;
   onProgress?: (p: LoadProgress) => void;
-}
-
-/** A prompt turned into decoder input: embeddings with the images spliced in. */
-interface PreparedPrompt {
-  ids: number[];
-  embeddings: tf.Tensor2D;
-  /** [start, end) of each image's rows in `embeddings`. */
-  spans: Array<[number, number]>;
-  session: MergeSession;
-  timings: { preprocessMs: number; visionMs: number };
 }
 
 export class LlavaModel {
@@ -268,92 +259,28 @@ export class LlavaModel {
     const maxNewTokens = options.maxNewTokens ?? 64;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
     const sampler = new TokenSampler(options);
-    const stopIds = new Set(options.stopIds ?? (this.tokenizer.eosId !== undefined ? [this.tokenizer.eosId] : []));
-    const stops = (options.stop ?? []).filter((s) => s.length > 0);
     const prepared = await this.prepare(options);
-    const promptLength = prepared.embeddings.shape[0];
-    const useCache = options.useCache ?? true;
-    const stream = createStreamDecoder(this.tokenizer, { skipSpecialTokens: true });
-    const tokenIds: number[] = [];
-    const stepLogits: Float32Array[] = [];
-    let text = '';
-    let finishReason: 'stop' | 'length' = 'length';
-    let cache = new KVCache(this.decoder.layers.length);
-    let prefillMs = 0;
-    let firstTokenMs = 0;
-    let afterMerge = promptLength;
-    let kvCacheBytes = 0;
-    const decodeStart = { t: 0 };
-    // Without the cache every step re-runs the prompt embeddings plus the generated tokens.
-    const promptEmbeddings = useCache ? null : tf.keep(tf.clone(prepared.embeddings));
-    try {
-      let t = performance.now();
-      const prefill = this.decoder.forward(prepared.embeddings, range(promptLength), cache, prepared.session.prefillHook(prepared.spans, promptLength - 1));
-      let logits = prefill.logits;
-      afterMerge = cache.layers[cache.layers.length - 1].length;
-      kvCacheBytes = cache.bytes;
-      prefillMs = performance.now() - t;
-      for (let step = 0; step < maxNewTokens; step++) {
-        const id = sampler.next(logits);
-        if (options.returnLogits) stepLogits.push(logits);
-        if (step === 0) {
-          firstTokenMs = performance.now() - start;
-          decodeStart.t = performance.now();
-        }
-        if (stopIds.has(id)) {
-          finishReason = 'stop';
-          break;
-        }
-        tokenIds.push(id);
-        const piece = stream.push(id);
-        text += piece;
-        const hit = stops.find((s) => text.endsWith(s) || text.includes(s));
-        if (hit !== undefined) {
-          text = text.slice(0, text.indexOf(hit));
-          finishReason = 'stop';
-          break;
-        }
-        if (piece) options.onToken?.(piece, id);
-        if (step === maxNewTokens - 1) break;
-        t = performance.now();
-        if (useCache) {
-          logits = this.decoder.forward(this.decoder.embed([id]), [promptLength + step], cache).logits;
-        } else {
-          cache.dispose();
-          cache = new KVCache(this.decoder.layers.length);
-          const all = tf.concat([promptEmbeddings as tf.Tensor2D, this.decoder.embed(tokenIds)], 0);
-          logits = this.decoder.forward(all, range(promptLength + tokenIds.length), cache, prepared.session.prefillHook(prepared.spans, promptLength - 1, false)).logits;
-        }
-      }
-      if (finishReason === 'length') {
-        const rest = stream.flush();
-        text += rest;
-        if (rest) options.onToken?.(rest, -1);
-      }
-    } finally {
-      cache.dispose();
-      promptEmbeddings?.dispose();
-    }
+    const decoded = decodeTokens(this.decoder, this.tokenizer, prepared, sampler, { ...options, maxNewTokens });
     const end = performance.now();
-    const decodeMs = tokenIds.length > 1 ? end - decodeStart.t : 0;
+    const { prefillMs, decodeMs } = decoded;
     return {
-      text,
-      tokenIds,
+      text: decoded.text,
+      tokenIds: decoded.tokenIds,
       promptIds: prepared.ids,
-      sequenceLength: { input: promptLength, afterMerge },
-      finishReason,
+      sequenceLength: { input: decoded.promptLength, afterMerge: decoded.afterMerge },
+      finishReason: decoded.finishReason,
       merges: prepared.session.reports(prepared.spans.map(([s, e]) => e - s)),
       timings: {
         preprocessMs: prepared.timings.preprocessMs,
         visionMs: prepared.timings.visionMs,
         prefillMs,
-        firstTokenMs,
+        firstTokenMs: decoded.firstTokenAt - start,
         decodeMs,
-        decodeTokensPerSecond: decodeMs > 0 ? ((tokenIds.length - 1) * 1000) / decodeMs : 0,
+        decodeTokensPerSecond: decodeMs > 0 ? ((decoded.tokenIds.length - 1) * 1000) / decodeMs : 0,
         totalMs: end - start,
       },
-      kvCacheBytes,
-      logits: options.returnLogits ? stepLogits : undefined,
+      kvCacheBytes: decoded.kvCacheBytes,
+      logits: options.returnLogits ? decoded.logits : undefined,
     };
   }
 

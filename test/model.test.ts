@@ -94,6 +94,8 @@ describe('LLaVA-1.5 runtime on tiny-llava', function () {
     const before = tf.memory().numTensors;
     for (let i = 0; i < 20; i++) await model.generate({ ...imagePrompt, maxNewTokens: 3, stopIds: [] });
     expect(tf.memory().numTensors).to.equal(before);
+    await model.generate({ ...imagePrompt, maxNewTokens: 3, stopIds: [], useCache: false, merge: 'illava' });
+    expect(tf.memory().numTensors, 'no-cache mode with merging').to.equal(before);
   });
 
   it('streams text through onToken and honours stop strings and sampling seeds', async () => {
