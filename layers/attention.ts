@@ -6,6 +6,11 @@
 // materialised once per key head by a transpose op (a copy, far cheaper than the slow matmul),
 // and out_h = softmax(scores) @ v_h. In decode (one query) the score is computed as
 // k_h @ q_h^T ([S,d] @ [d,1]) so no transpose is needed at all.
+//
+// Heads come in as separate [T, d] tensors (attendHeads): the projections produce them directly
+// from per-head weight blocks (Linear.applyBlocks). Splitting a [T, H*d] tensor instead costs
+// far more than it should on wasm, whose slice kernel copies the whole input once per piece
+// (tf.split of a [577, 1024] tensor into 16 heads: ~20 ms, three of them per CLIP layer).
 import * as tf from '@tensorflow/tfjs-core';
 
 export interface AttentionExtras {
@@ -44,14 +49,36 @@ export function multiHeadAttention(
   numHeads: number,
   extras: AttentionExtras = {},
 ): AttentionOutput {
+  const qHeads = numHeads === 1 ? [q] : (tf.split(q, numHeads, 1) as tf.Tensor2D[]);
+  try {
+    return attendHeads(qHeads, keys, values, extras);
+  } finally {
+    if (numHeads > 1) qHeads.forEach((t) => t.dispose());
+  }
+}
+
+/**
+ * The same over heads given one by one.
+ * @param qHeads H tensors [T, d], already multiplied by 1/sqrt(d)
+ * @param keys Hkv tensors [S, d]; query head h reads key/value head floor(h / (H / Hkv))
+ * @param values Hkv tensors [S, d]
+ */
+export function attendHeads(
+  qHeads: readonly tf.Tensor2D[],
+  keys: readonly tf.Tensor2D[],
+  values: readonly tf.Tensor2D[],
+  extras: AttentionExtras = {},
+): AttentionOutput {
+  const numHeads = qHeads.length;
   const kvHeads = keys.length;
   if (numHeads % kvHeads !== 0) throw new Error(`${numHeads} query heads cannot share ${kvHeads} key/value heads`);
   const group = numHeads / kvHeads;
-  const T = q.shape[0];
-  const headDim = q.shape[1] / numHeads;
+  const [T, headDim] = qHeads[0].shape;
+  const row = extras.returnRow;
+  if (row !== undefined && (!Number.isInteger(row) || row < 0 || row >= T)) throw new Error(`attention row ${row} is outside the ${T} queries`);
+  const keep = extras.returnProbs || row !== undefined;
   const probsPerHead: tf.Tensor2D[] = [];
   const result = tf.tidy(() => {
-    const qHeads = tf.split(q, numHeads, 1) as tf.Tensor2D[];
     // k_h^T [d, S], made once per key head and shared by its query group (prefill only).
     const keysT = T > 1 ? keys.map((k) => tf.transpose(k)) : [];
     const outs: tf.Tensor2D[] = [];
@@ -62,19 +89,15 @@ export function multiHeadAttention(
       if (extras.mask) scores = tf.add(scores, extras.mask);
       if (extras.keyBias) scores = tf.add(scores, extras.keyBias);
       const probs = tf.softmax(scores);
-      if (extras.returnProbs || extras.returnRow !== undefined) probsPerHead.push(tf.keep(probs));
+      if (keep) probsPerHead.push(tf.keep(probs));
       outs.push(tf.matMul(probs, values[kv]));
     }
-    return outs.length === 1 ? outs[0] : tf.concat(outs, 1);
+    return outs.length === 1 ? outs[0] : (tf.concat(outs, 1) as tf.Tensor2D);
   });
   const output: AttentionOutput = { out: result };
   if (probsPerHead.length > 0) {
     if (extras.returnProbs) output.probs = tf.stack(probsPerHead) as tf.Tensor3D;
-    const row = extras.returnRow;
-    if (row !== undefined) {
-      if (!Number.isInteger(row) || row < 0 || row >= T) throw new Error(`attention row ${row} is outside the ${T} queries`);
-      output.row = tf.tidy(() => tf.concat(probsPerHead.map((p) => tf.slice(p, [row, 0], [1, -1])), 0));
-    }
+    if (row !== undefined) output.row = tf.tidy(() => tf.concat(probsPerHead.map((p) => tf.slice(p, [row, 0], [1, -1])), 0) as tf.Tensor2D);
     probsPerHead.forEach((p) => p.dispose());
   }
   return output;

@@ -1,6 +1,6 @@
 // CLIP self-attention (bidirectional, q/k/v/out with biases) on [N, C] tokens of one image.
 import * as tf from '@tensorflow/tfjs-core';
-import { multiHeadAttention, splitHeads, type AttentionExtras } from './attention.js';
+import { attendHeads, type AttentionExtras } from './attention.js';
 import { Linear } from './linear.js';
 
 export interface ClipAttentionOutput {
@@ -13,32 +13,39 @@ export interface ClipAttentionOutput {
 }
 
 export class ClipAttention {
+  /** [C, 3C] in 3H column blocks of one head each: q heads (scaled by 1/sqrt(d)), k heads, v heads. */
+  readonly qkv: Linear;
+
   /**
-   * @param qkv [C, 3C]: q, k, v projections side by side (one matmul instead of three)
+   * @param qkv [C, 3C]: q, k, v projections side by side. Re-laid out here (once, at load) into
+   *   one block per head, with the attention scale 1/sqrt(d) folded into the q columns, so each
+   *   head's q_h, k_h, v_h [N, d] come straight out of a 2-D matmul: no split, no scaling op.
    * @param outProj [C, C]
    */
   constructor(
-    readonly qkv: Linear,
+    qkv: Linear,
     readonly outProj: Linear,
     readonly numHeads: number,
-  ) {}
+  ) {
+    const width = outProj.inFeatures;
+    const headDim = width / numHeads;
+    if (qkv.outFeatures !== 3 * width || !Number.isInteger(headDim)) {
+      throw new Error(`ClipAttention: q/k/v projection has ${qkv.outFeatures} outputs, expected 3 x ${width} split into ${numHeads} heads`);
+    }
+    const scale = 1 / Math.sqrt(headDim);
+    this.qkv = qkv.reblock(new Array<number>(3 * numHeads).fill(headDim), (c) => (c < width ? scale : 1));
+  }
 
   apply(x: tf.Tensor2D, extras: Omit<AttentionExtras, 'mask' | 'returnRow'> & { returnKeys?: boolean } = {}): ClipAttentionOutput {
-    const width = this.outProj.inFeatures;
-    const headDim = width / this.numHeads;
+    const H = this.numHeads;
     let probs: tf.Tensor3D | undefined;
     let keys: tf.Tensor2D | undefined;
     const out = tf.tidy(() => {
-      const [q, k, v] = tf.split(this.qkv.apply(x), 3, 1) as tf.Tensor2D[];
-      const attention = multiHeadAttention(
-        tf.mul(q, 1 / Math.sqrt(headDim)),
-        splitHeads(k, this.numHeads),
-        splitHeads(v, this.numHeads),
-        this.numHeads,
-        { keyBias: extras.keyBias, returnProbs: extras.returnProbs },
-      );
+      const heads = this.qkv.applyBlocks(x); // 3H x [N, d]
+      const k = heads.slice(H, 2 * H);
+      const attention = attendHeads(heads.slice(0, H), k, heads.slice(2 * H), { keyBias: extras.keyBias, returnProbs: extras.returnProbs });
       if (attention.probs) probs = tf.keep(attention.probs);
-      if (extras.returnKeys) keys = tf.keep(k);
+      if (extras.returnKeys) keys = tf.keep(tf.concat(k, 1) as tf.Tensor2D);
       return this.outProj.apply(attention.out);
     });
     return { out, probs, keys };

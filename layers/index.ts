@@ -11,3 +11,4 @@ export * from './mlp.js';
 export * from './norm.js';
 export * from './patch-embed.js';
 export * from './rope.js';
+export * from './wasm-memory.js';

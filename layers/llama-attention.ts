@@ -1,6 +1,6 @@
 // LLaMA self-attention: causal, rotary positions, grouped-query heads, with a KV cache.
 import * as tf from '@tensorflow/tfjs-core';
-import { multiHeadAttention, splitHeads } from './attention.js';
+import { attendHeads } from './attention.js';
 import type { LayerKVCache } from './kv-cache.js';
 import { Linear } from './linear.js';
 import { RotaryEmbedding } from './rope.js';
@@ -19,40 +19,50 @@ export interface LlamaAttentionInput {
 }
 
 export class LlamaAttention {
+  /** [D, (H + 2 Hkv) d] in one column block per head: q heads (scaled by 1/sqrt(d)), k heads, v heads. */
+  readonly qkv: Linear;
+
   /**
-   * @param qkv [D, (H + 2 Hkv) d]: q, k, v projections side by side
+   * @param qkv [D, (H + 2 Hkv) d]: q, k, v projections side by side. Re-laid out here (once, at
+   *   load) into one block per head with 1/sqrt(d) folded into the q columns (RoPE is linear, so
+   *   scaling before it is the same): every head comes out of its own 2-D matmul, nothing is split.
    * @param outProj [H d, D]
    */
   constructor(
-    readonly qkv: Linear,
+    qkv: Linear,
     readonly outProj: Linear,
     readonly numHeads: number,
     readonly numKvHeads: number,
     readonly rotary: RotaryEmbedding,
-  ) {}
+  ) {
+    const d = rotary.headDim;
+    if (qkv.outFeatures !== (numHeads + 2 * numKvHeads) * d) {
+      throw new Error(`LlamaAttention: q/k/v projection has ${qkv.outFeatures} outputs, expected (${numHeads} + 2 x ${numKvHeads}) x ${d}`);
+    }
+    const scale = 1 / Math.sqrt(d);
+    this.qkv = qkv.reblock(new Array<number>(numHeads + 2 * numKvHeads).fill(d), (c) => (c < numHeads * d ? scale : 1));
+  }
 
   apply(input: LlamaAttentionInput): { out: tf.Tensor2D; row?: tf.Tensor2D } {
-    const d = this.rotary.headDim;
+    const H = this.numHeads;
+    const Hkv = this.numKvHeads;
     const fresh = tf.tidy(() => {
-      const [q, k, v] = tf.split(this.qkv.apply(input.x), [this.numHeads * d, this.numKvHeads * d, this.numKvHeads * d], 1) as tf.Tensor2D[];
+      const heads = this.qkv.applyBlocks(input.x); // (H + 2 Hkv) x [T, d]
       return {
-        q: tf.mul(this.rotary.apply(q, input.rope), 1 / Math.sqrt(d)) as tf.Tensor2D,
-        keys: splitHeads(this.rotary.apply(k, input.rope), this.numKvHeads),
-        values: splitHeads(v, this.numKvHeads),
+        q: this.rotary.applyHeads(heads.slice(0, H), input.rope),
+        keys: this.rotary.applyHeads(heads.slice(H, H + Hkv), input.rope),
+        values: heads.slice(H + Hkv),
       };
     });
     // Outside any tidy: the cache owns what it concatenates.
     input.cache.append(fresh.keys, fresh.values);
     let row: tf.Tensor2D | undefined;
     const out = tf.tidy(() => {
-      const attention = multiHeadAttention(fresh.q, input.cache.keys, input.cache.values, this.numHeads, {
-        mask: input.mask,
-        returnRow: input.returnRow,
-      });
+      const attention = attendHeads(fresh.q, input.cache.keys, input.cache.values, { mask: input.mask, returnRow: input.returnRow });
       if (attention.row) row = tf.keep(attention.row);
       return this.outProj.apply(attention.out);
     });
-    fresh.q.dispose();
+    fresh.q.forEach((t) => t.dispose());
     return { out, row };
   }
 

@@ -27,6 +27,6 @@ export {
 } from './config.js';
 export {
   TokenMerger,
-  type ImageLanguageState, type LanguageMergeState, type LayerCount, type MergeLanguageArgs, type MergeLanguageResult, type MergeReport,
+  type ImageLanguageState, type LanguageMergeState, type LayerCount, type MergeStage, type MergeLanguageArgs, type MergeLanguageResult, type MergeReport,
   type MergeVisionArgs, type VisionMergeState, type VisionNeeds,
 } from './token-merger.js';

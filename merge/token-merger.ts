@@ -25,6 +25,22 @@ import { proportionalAttentionBias, tomeBipartite } from './tome.js';
 /** Token count after a merge layer (image tokens, CLS excluded). */
 export interface LayerCount { layer: number; tokens: number }
 
+/** One merge step of an image, in order: vision layers, then language layers. */
+export interface MergeStage {
+  stage: 'vision' | 'llm';
+  layer: number;
+  /** Image tokens after this step (CLS excluded). */
+  tokens: number;
+  /** When tracking sources: per original patch (raster order), the index among the image's tokens
+   *  after this step (CLS excluded) of the token holding most of it, or -1 if it was dropped. */
+  patchToToken?: Int32Array;
+}
+
+/** Patch -> image-token map of a source map whose original 0 is the CLS when clsOffset is 1. */
+function patchMap(sources: SourceMap, clsOffset: number, tokenOffset: number): Int32Array {
+  return sources.tokenOfPatch().slice(clsOffset).map((t) => (t < 0 ? -1 : t - tokenOffset));
+}
+
 export interface VisionMergeState {
   readonly clsToken: boolean;
   /** Original patches (CLS excluded). */
@@ -36,6 +52,8 @@ export interface VisionMergeState {
   /** Over the original tokens, CLS included (original 0 = CLS when clsToken); null = not tracking. */
   readonly sources: SourceMap | null;
   readonly counts: readonly LayerCount[];
+  /** Merge steps so far, with the patch -> token map when tracking. */
+  readonly stages?: readonly MergeStage[];
 }
 
 export interface ImageLanguageState {
@@ -47,6 +65,8 @@ export interface ImageLanguageState {
   /** Over the original tokens, CLS included as in the vision state; its tokens = the span's tokens. */
   readonly sources: SourceMap | null;
   readonly clsOffset: number;
+  /** Vision then language merge steps, with the patch -> token map when tracking. */
+  readonly stages?: readonly MergeStage[];
 }
 
 export interface LanguageMergeState {
@@ -67,6 +87,8 @@ export interface MergeReport {
   /** When tracking: per original patch (raster order), the index within the image's final span of the
    *  token holding most of it, or -1 if it was dropped. */
   patchToToken?: Int32Array;
+  /** Every merge step (vision layers, then language layers) with its patch -> token map when tracking. */
+  stages?: MergeStage[];
 }
 
 export interface VisionNeeds {
@@ -189,13 +211,16 @@ export class TokenMerger {
       if (sizes) sizes = Float32Array.from(r.plan.rows, (row) => row.sources.reduce((a, j) => a + sizes![j], 0));
     }
     const tokens = out.plan.rows.length;
+    const sources = state.sources ? state.sources.apply(out.plan) : null;
+    const off = cls ? 1 : 0;
     const next: VisionMergeState = {
       clsToken: cls,
       patches: state.patches,
       tokens,
       sizes,
-      sources: state.sources ? state.sources.apply(out.plan) : null,
-      counts: [...state.counts, { layer, tokens: tokens - (cls ? 1 : 0) }],
+      sources,
+      counts: [...state.counts, { layer, tokens: tokens - off }],
+      stages: [...(state.stages ?? []), { stage: 'vision', layer, tokens: tokens - off, ...(sources && { patchToToken: patchMap(sources, off, off) }) }],
     };
     return { hidden: out.hidden, state: next, plan: out.plan };
   }
@@ -221,7 +246,7 @@ export class TokenMerger {
           for (let i = 1; i < s.tokens; i++) rows.push({ anchor: i, sources: [i], weights: [1] });
           sources = sources.apply({ inputCount: s.tokens, rows });
         }
-        return { patches: s.patches, tokens: s.tokens - off, vision: s.counts, language: [], sources, clsOffset: off };
+        return { patches: s.patches, tokens: s.tokens - off, vision: s.counts, language: [], sources, clsOffset: off, stages: s.stages ?? [] };
       }),
     };
   }
@@ -247,11 +272,14 @@ export class TokenMerger {
     const images = state.images.map((img, i) => {
       const [s, e] = spans[i];
       const tokens = r.spans[i][1] - r.spans[i][0];
+      const sources = img.sources ? img.sources.apply(restrictPlan(r.plan, s, e)) : null;
+      const stage: MergeStage = { stage: 'llm', layer, tokens, ...(sources && { patchToToken: patchMap(sources, img.clsOffset, 0) }) };
       return {
         ...img,
         tokens,
         language: [...img.language, { layer, tokens }],
-        sources: img.sources ? img.sources.apply(restrictPlan(r.plan, s, e)) : null,
+        sources,
+        stages: [...(img.stages ?? []), stage],
       };
     });
     return { hidden: r.hidden, positionIds: r.positionIds, spans: r.spans, keptIndices: r.keptIndices, plan: r.plan, state: { images } };
@@ -262,6 +290,7 @@ export class TokenMerger {
     return state.images.map((img) => {
       const report: MergeReport = { patches: img.patches, vision: [...img.vision], language: [...img.language], tokens: img.tokens };
       if (img.sources) report.patchToToken = img.sources.tokenOfPatch().slice(img.clsOffset);
+      if (img.stages && img.stages.length > 0) report.stages = img.stages.map((st) => ({ ...st }));
       return report;
     });
   }

@@ -12,8 +12,15 @@ import type { LoadProgress } from './load.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The model shipped in the package, and its sample image. */
-export const DEFAULT_MODEL_DIR = join(ROOT, 'test/fixtures/tiny-llava');
-export const DEFAULT_IMAGE = join(DEFAULT_MODEL_DIR, 'image.png');
+export const DEFAULT_MODEL_DIR = join(ROOT, 'models/default');
+export const DEFAULT_IMAGE = join(DEFAULT_MODEL_DIR, 'sample.png');
+
+/** The question shipped with the sample image (models/default/sample.json). */
+function defaultPrompt(): string {
+  const sample = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'sample.json'), 'utf8')) as { prompt?: unknown };
+  if (typeof sample.prompt !== 'string') throw new Error(`${DEFAULT_MODEL_DIR}/sample.json has no prompt`);
+  return sample.prompt;
+}
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -58,9 +65,9 @@ async function load(modelDir: string | undefined, backend: BackendName | 'auto',
 
 const backendOption = () => new Option('--backend <name>', 'tfjs backend').choices(['auto', ...BACKEND_NAMES]).default('auto');
 
-function readPrompt(prompt: string | undefined, promptFile: string | undefined): string {
+function readPrompt(prompt: string | undefined, promptFile: string | undefined, defaultModel: boolean): string {
   if (promptFile) return readFileSync(promptFile, 'utf8');
-  return prompt ?? 'What is in this image?';
+  return prompt ?? (defaultModel ? defaultPrompt() : 'What is in this image?');
 }
 
 const program = new Command();
@@ -90,7 +97,7 @@ program
     const images: string[] = opts.image.length === 0 && !opts.video && !opts.model ? [DEFAULT_IMAGE] : opts.image;
     process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason})\n`);
     const out = await model.generate({
-      prompt: readPrompt(opts.prompt, opts.promptFile),
+      prompt: readPrompt(opts.prompt, opts.promptFile, !opts.model),
       images,
       video: opts.video,
       template: opts.raw ? 'raw' : 'llava',
@@ -133,6 +140,46 @@ program
     ];
     for (const [k, v] of rows) process.stdout.write(`${k.padEnd(13)} ${v}\n`);
     model.dispose();
+  });
+
+program
+  .command('visualize')
+  .description('draw the patches each surviving token holds after every merge step, and the token count per layer (PNG files)')
+  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--image <file>', 'image file (default: the embedded sample image)')
+  .option('--merge <preset|json|file>', 'the merge config to draw: illava, tome, fastv, a JSON config or a .json file', 'illava')
+  .option('--plot <presets>', 'comma-separated presets whose token counts per layer are plotted', 'none,illava,tome,fastv')
+  .option('--prompt <text>', 'the question (the language stage scores image tokens by its last token)')
+  .option('--out <dir>', 'output folder', 'visualize')
+  .option('--scale <n>', 'drawing scale of the image (default: at least 448 px wide)', number('scale', true))
+  .addOption(backendOption())
+  .action(async (opts) => {
+    const { visualize } = await import('./visualize.js');
+    const merge = parseMergeOption(opts.merge);
+    const plot = String(opts.plot)
+      .split(',')
+      .map((n) => n.trim())
+      .filter(Boolean)
+      .map((n) => ({ name: n, option: parseMergeOption(n) }));
+    const model = await load(opts.model, opts.backend);
+    try {
+      const out = await visualize(model, {
+        image: opts.image ?? DEFAULT_IMAGE,
+        merge,
+        plot,
+        prompt: opts.prompt,
+        outDir: resolve(opts.out),
+        scale: opts.scale,
+        name: typeof merge === 'string' ? merge : 'custom',
+      });
+      for (const s of out.stages) {
+        const what = s.stage === 'input' ? 'input' : `${s.stage} layer ${s.layer}: ${s.tokens} tokens, ${s.regions} multi-patch regions, ${s.dropped} patches dropped`;
+        process.stdout.write(`${s.file}  (${what})\n`);
+      }
+      process.stdout.write(`${out.overview}  (all steps side by side)\n${out.plot}  (image tokens per layer: ${out.counts.map((c) => c.name).join(', ')})\n`);
+    } finally {
+      model.dispose();
+    }
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -17,4 +17,5 @@ export { MergeSession, modelShape, parseMergeOption, resolveModelMerge } from '.
 export type { ImageMergeReport, MergeOption } from './merging.js';
 export * from '../merge/index.js';
 export { openWeights, writeTfjsWeights } from '../weights/index.js';
+export * from './visualize.js';
 export type { WeightSource, TensorInfo, StorageDtype } from '../weights/index.js';

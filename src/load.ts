@@ -42,8 +42,9 @@ const L = 'language_model.model.';
 /** Reads tensors by canonical name with their shapes checked against config.json. */
 class ParamReader {
   loaded = 0;
-  /** Every tensor made so far: disposed together if loading fails half way. */
-  readonly created: tf.Tensor[] = [];
+  /** Every tensor and module made so far: disposed together if loading fails half way (a module
+   *  may re-lay its tensors out at construction, so modules are tracked as well as tensors). */
+  readonly created: Array<{ dispose(): void }> = [];
 
   constructor(
     private readonly source: WeightSource,
@@ -58,8 +59,8 @@ class ParamReader {
     return data;
   }
 
-  /** Records a tensor for cleanup on failure. */
-  track<T extends tf.Tensor>(t: T): T {
+  /** Records a tensor or module for cleanup on failure. */
+  track<T extends { dispose(): void }>(t: T): T {
     this.created.push(t);
     return t;
   }
@@ -85,7 +86,7 @@ class ParamReader {
       if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
       col += outs[i];
     });
-    return new Linear(this.track(tf.tensor2d(weight, [inF, total])), biasData ? this.track(tf.tensor1d(biasData)) : null);
+    return this.track(Linear.fromHost(weight, inF, total, biasData));
   }
 
   layerNorm(prefix: string, size: number, eps: number, why: string): LayerNorm {
@@ -126,12 +127,12 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
     const p = `${V}encoder.layers.${i}.`;
     const w = `${why}, intermediate_size=${c.intermediateSize}`;
     layers.push(
-      new ClipEncoderLayer(
+      reader.track(new ClipEncoderLayer(
         reader.layerNorm(`${p}layer_norm1`, C, c.layerNormEps, w),
-        new ClipAttention(reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), C, [C, C, C], true, w), reader.linear(`${p}self_attn.out_proj`, C, C, true, w), c.numHeads),
+        reader.track(new ClipAttention(reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), C, [C, C, C], true, w), reader.linear(`${p}self_attn.out_proj`, C, C, true, w), c.numHeads)),
         reader.layerNorm(`${p}layer_norm2`, C, c.layerNormEps, w),
-        new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, c.intermediateSize, true, w), reader.linear(`${p}mlp.fc2`, c.intermediateSize, C, true, w), act),
-      ),
+        reader.track(new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, c.intermediateSize, true, w), reader.linear(`${p}mlp.fc2`, c.intermediateSize, C, true, w), act)),
+      )),
     );
   }
   return new VisionTower(patch, cls, pos, pre, layers, c.numHeads, config.visionFeatureSelectStrategy === 'default');
@@ -140,13 +141,13 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
 function loadProjector(reader: ParamReader, config: LlavaConfig): Projector {
   const why = `vision hidden_size=${config.vision.hiddenSize}, text hidden_size=${config.text.hiddenSize}`;
   const D = config.text.hiddenSize;
-  return new Projector(
+  return reader.track(new Projector(
     new TwoLayerMlp(
       reader.linear(`${P}linear_1`, config.vision.hiddenSize, D, config.projectorBias, why),
       reader.linear(`${P}linear_2`, D, D, config.projectorBias, why),
       activation(config.projectorHiddenAct),
     ),
-  );
+  ));
 }
 
 function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
@@ -163,27 +164,27 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
     const p = `${L}layers.${i}.`;
     const w = `text_config hidden_size=${D}, heads=${t.numHeads}/${t.numKvHeads}, head_dim=${t.headDim}, intermediate_size=${t.intermediateSize}`;
     layers.push(
-      new LlamaDecoderLayer(
+      reader.track(new LlamaDecoderLayer(
         new RMSNorm(reader.vector(`${p}input_layernorm.weight`, D, w), t.rmsNormEps),
-        new LlamaAttention(
+        reader.track(new LlamaAttention(
           reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), D, [qDim, kvDim, kvDim], t.attentionBias, w),
           reader.linear(`${p}self_attn.o_proj`, qDim, D, t.attentionBias, w),
           t.numHeads,
           t.numKvHeads,
           rotary,
-        ),
+        )),
         new RMSNorm(reader.vector(`${p}post_attention_layernorm.weight`, D, w), t.rmsNormEps),
-        new GatedMlp(
+        reader.track(new GatedMlp(
           reader.packedLinear([`${p}mlp.gate_proj`, `${p}mlp.up_proj`], D, [t.intermediateSize, t.intermediateSize], t.mlpBias, w),
           reader.linear(`${p}mlp.down_proj`, t.intermediateSize, D, t.mlpBias, w),
           act,
-        ),
-      ),
+        )),
+      )),
     );
   }
   const norm = new RMSNorm(reader.vector(`${L}norm.weight`, D, why), t.rmsNormEps);
   const head = t.tieWordEmbeddings
-    ? new Linear(reader.track(tf.tensor2d(transposeToInOut(embed, t.vocabSize, D), [D, t.vocabSize])), null)
+    ? reader.track(Linear.fromHost(transposeToInOut(embed, t.vocabSize, D), D, t.vocabSize, null))
     : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
   return new LlamaDecoder(embed, t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
 }

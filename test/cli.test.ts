@@ -15,7 +15,9 @@ describe('illava CLI', function () {
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.trim().length).to.be.greaterThan(0);
     expect(r.stderr).to.match(/backend: wasm/);
-    expect(r.stderr).to.match(/image 1: 16 patches -> vision layer 0: 12 -> vision layer 1: 8 -> llm layer 1: 5/);
+    // models/default: 4 encoder blocks run, 64 patches; the illava preset scales to blocks 0-3
+    // removing 8 each (64 -> 32), then keep 0.65 before LLM layer 1 (32 - round(11.2) = 21).
+    expect(r.stderr).to.match(/image 1: 64 patches -> vision layer 0: 56 -> vision layer 1: 48 -> vision layer 2: 40 -> vision layer 3: 32 -> llm layer 1: 21/);
     expect(r.stderr).to.match(/time: preprocess \d+ ms, vision \d+ ms, prefill \d+ ms/);
   });
 

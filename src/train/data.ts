@@ -4,7 +4,7 @@
 import { buildLlavaPrompt } from '../chat.js';
 import type { ImageProcessor } from '../preprocess.js';
 import type { LlavaTokenizer } from '../tokenizer.js';
-import { sceneWithQuestions, type Question, type Scene, type Split } from './shapes.js';
+import { patchOwners, sceneWithQuestions, type Question, type Scene, type Split } from './shapes.js';
 import { unfoldPatches, type TinyLlavaShape, type TrainBatch } from './model.js';
 
 /** Suffix ids after <image> (question, "ASSISTANT:", answer) are padded to this length. */
@@ -17,6 +17,10 @@ export interface LabelledBatch extends TrainBatch {
   eosId: number;
   questions: Question[];
   scenes: Scene[];
+  /** Per image, per patch: [colour id, shape id] of the shape covering it, or null (background). */
+  patchTargets: Array<Array<[number, number] | null>>;
+  /** Id of 'no' (the background target). */
+  noId: number;
 }
 
 export interface BatchContext {
@@ -40,7 +44,7 @@ export function answerId(ctx: BatchContext, answer: string): number {
 }
 
 /** Images [start, start + numImages) of a split, `perImage` questions each. */
-export function makeBatch(ctx: BatchContext, split: Split, start: number, numImages: number, perImage: number): LabelledBatch {
+export function makeBatch(ctx: BatchContext, split: Split, start: number, numImages: number, perImage: number, maxShapes = 4): LabelledBatch {
   const v = ctx.shape.vision;
   const N = (v.imageSize / v.patchSize) ** 2;
   const k = 3 * v.patchSize * v.patchSize;
@@ -50,9 +54,11 @@ export function makeBatch(ctx: BatchContext, split: Split, start: number, numIma
   const answerIds: number[] = [];
   const questions: Question[] = [];
   const scenes: Scene[] = [];
+  const patchTargets: Array<Array<[number, number] | null>> = [];
   for (let i = 0; i < numImages; i++) {
-    const { scene, questions: qs } = sceneWithQuestions(split, start + i, perImage);
+    const { scene, questions: qs } = sceneWithQuestions(split, start + i, perImage, maxShapes);
     scenes.push(scene);
+    patchTargets.push(patchOwners(scene, v.patchSize).map((it) => (it ? [answerId(ctx, it.colour), answerId(ctx, it.shape)] : null)));
     const processed = ctx.processor.preprocess(scene.image);
     unfoldPatches(processed.pixelValues, v.imageSize, v.patchSize, patches, i * N * k);
     for (let j = 0; j < perImage; j++) {
@@ -69,5 +75,5 @@ export function makeBatch(ctx: BatchContext, split: Split, start: number, numIma
       questions.push(q);
     }
   }
-  return { patches, numImages, perImage, textIds, suffixLength: SUFFIX_LENGTH, answerRow, answerId: answerIds, eosId: ctx.shape.eosId, questions, scenes };
+  return { patches, numImages, perImage, textIds, suffixLength: SUFFIX_LENGTH, answerRow, answerId: answerIds, eosId: ctx.shape.eosId, questions, scenes, patchTargets, noId: answerId(ctx, 'no') };
 }

@@ -13,7 +13,6 @@
 // GELU projector; LLaMA RMSNorm, rotate-half RoPE, SiLU gated MLP), in float32. Weights are kept
 // as [in, out] and written with the llava-hf names and PyTorch layouts by `exportTensors`.
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
 import { RotaryEmbedding } from '../../layers/rope.js';
 import { MASKED } from '../../layers/mask.js';
 import type { NamedArray } from './safetensors-write.js';
@@ -142,7 +141,7 @@ export class TrainableLlava {
       return out;
     };
     const add = (name: string, shape: number[], data: Float32Array, layout: Layout, torchShape: number[]) => {
-      this.params.set(name, tf.variable(tf.tensor(data, shape), true, name));
+      this.params.set(name, tf.variable(tf.tensor(data, shape), true));
       this.layouts.set(name, { layout, torchShape });
     };
     const linear = (name: string, inF: number, outF: number, bias: boolean, std = 0.02) => {
@@ -315,6 +314,26 @@ export class TrainableLlava {
       x = tf.add(x, this.linear(tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D, `${pre}mlp.down_proj`, false));
     }
     return this.linear(this.rmsNorm(x, `${L}norm`), 'language_model.lm_head', false);
+  }
+
+  /**
+   * Image-only logits [numImages * N, vocab]: the projected image tokens through the decoder's
+   * final norm and lm_head (no decoder layers). Used to pretrain the vision tower and projector on
+   * dense per-patch targets, so image tokens start out carrying their patch's content as words.
+   */
+  imageTokenLogits(patches: Float32Array, numImages: number, group: number): tf.Tensor2D {
+    const v = this.shape.vision;
+    const N = (v.imageSize / v.patchSize) ** 2;
+    const feats = this.imageFeatures(tf.tensor2d(patches, [numImages * N, 3 * v.patchSize * v.patchSize]), numImages, group);
+    return this.linear(this.rmsNorm(feats, `${L}norm`), 'language_model.lm_head', false);
+  }
+
+  /** Variables of the vision tower, projector, final norm and lm_head (the image-only path). */
+  imagePathVariables(): tf.Variable[] {
+    const keep = new Set(this.trainable());
+    return [...this.params.entries()]
+      .filter(([name, v]) => keep.has(v) && (name.startsWith(V) || name.startsWith(P) || name === `${L}norm.weight` || name.startsWith('language_model.lm_head')))
+      .map(([, v]) => v);
   }
 
   /** Tensors with llava-hf (old scheme) names in PyTorch layouts. */

@@ -36,6 +36,8 @@ export interface ShapeItem {
 export interface Scene {
   items: ShapeItem[];
   image: RgbImage;
+  /** Per pixel: 1 + index of the item drawn there, 0 for background. */
+  owner: Uint8Array;
 }
 
 export type QuestionType = 'colour' | 'shape' | 'count' | 'where' | 'exist';
@@ -98,7 +100,7 @@ function inside(shape: Shape, dx: number, dy: number, r: number): boolean {
 }
 
 /** Draws a scene from an rng. 1-4 shapes, radius 6-13 px, each within one quadrant. */
-export function drawScene(rng: () => number): Scene {
+export function drawScene(rng: () => number, maxShapes = 4): Scene {
   const S = IMAGE_SIZE;
   const data = new Uint8Array(S * S * 3);
   // background: light plain colour, optionally with noise or stripes
@@ -114,7 +116,7 @@ export function drawScene(rng: () => number): Scene {
       for (let c = 0; c < 3; c++) data[(y * S + x) * 3 + c] = Math.max(0, Math.min(255, base[c] + delta));
     }
   }
-  const n = 1 + Math.floor(rng() * 4);
+  const n = 1 + Math.floor(rng() * maxShapes);
   const items: ShapeItem[] = [];
   for (let attempt = 0; items.length < n && attempt < 200; attempt++) {
     const r = 6 + Math.floor(rng() * 8);
@@ -129,7 +131,8 @@ export function drawScene(rng: () => number): Scene {
     const colour = COLOURS[Math.floor(rng() * COLOURS.length)];
     items.push({ shape, colour, cx, cy, r, quadrant });
   }
-  for (const it of items) {
+  const owner = new Uint8Array(S * S);
+  items.forEach((it, index) => {
     const [cr, cg, cb] = RGB[it.colour];
     for (let y = Math.max(0, Math.floor(it.cy - it.r - 1)); y <= Math.min(S - 1, Math.ceil(it.cy + it.r + 1)); y++) {
       for (let x = Math.max(0, Math.floor(it.cx - it.r - 1)); x <= Math.min(S - 1, Math.ceil(it.cx + it.r + 1)); x++) {
@@ -138,10 +141,11 @@ export function drawScene(rng: () => number): Scene {
         data[o] = cr;
         data[o + 1] = cg;
         data[o + 2] = cb;
+        owner[y * S + x] = index + 1;
       }
     }
-  }
-  return { items, image: { width: S, height: S, data } };
+  });
+  return { items, image: { width: S, height: S, data }, owner };
 }
 
 /** All questions of a type that have a well-defined answer for this scene. */
@@ -209,9 +213,9 @@ export function askQuestions(scene: Scene, rng: () => number, k: number): Questi
 const SPLIT_PREFIX: Record<Split, string> = { train: 'train', val: 'validation', test: 'test' };
 
 /** Image `index` of a split, with `k` questions: deterministic in (split, index). */
-export function sceneWithQuestions(split: Split, index: number, k: number): { scene: Scene; questions: Question[] } {
+export function sceneWithQuestions(split: Split, index: number, k: number, maxShapes = 4): { scene: Scene; questions: Question[] } {
   const rng = seedrandom(`illava-shapes/${SPLIT_PREFIX[split]}/${index}`);
-  const scene = drawScene(rng);
+  const scene = drawScene(rng, maxShapes);
   return { scene, questions: askQuestions(scene, rng, k) };
 }
 
@@ -221,6 +225,34 @@ export function examples(split: Split, count: number, offset = 0): Example[] {
   for (let i = offset; i < offset + count; i++) {
     const { scene, questions } = sceneWithQuestions(split, i, 1);
     out.push({ ...questions[0], scene });
+  }
+  return out;
+}
+
+/**
+ * Per patch (raster order): the item covering at least `minShare` of the patch's pixels (the
+ * largest), or null. Training-only dense targets (see scripts/train.ts --aux).
+ */
+export function patchOwners(scene: Scene, patch: number, minShare = 0.2): Array<ShapeItem | null> {
+  const S = scene.image.width;
+  const g = S / patch;
+  const out: Array<ShapeItem | null> = [];
+  for (let gy = 0; gy < g; gy++) {
+    for (let gx = 0; gx < g; gx++) {
+      const counts = new Map<number, number>();
+      for (let y = gy * patch; y < (gy + 1) * patch; y++) {
+        for (let x = gx * patch; x < (gx + 1) * patch; x++) {
+          const o = scene.owner[y * S + x];
+          if (o > 0) counts.set(o, (counts.get(o) ?? 0) + 1);
+        }
+      }
+      let best = 0;
+      let bestCount = 0;
+      counts.forEach((c, o) => {
+        if (c > bestCount) [best, bestCount] = [o, c];
+      });
+      out.push(bestCount >= minShare * patch * patch ? scene.items[best - 1] : null);
+    }
   }
   return out;
 }
