@@ -5,6 +5,7 @@
 // with standard deviation 0.02 like a transformer init; LayerNorm/RMSNorm weights 1 and their
 // biases 0, so activations stay finite through the layers that run. The text is random too: the
 // benchmark measures speed, not answers.
+import { CANONICAL_PREFIX } from '../weights/index.js';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseLlavaConfig, visionLayersRun, type LlavaConfig } from '../src/config.js';
@@ -50,9 +51,7 @@ export interface RandomSpec {
   init: 'ones' | 'zeros' | number;
 }
 
-const V = 'vision_tower.vision_model.';
-const P = 'multi_modal_projector.';
-const L = 'language_model.model.';
+const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
 
 /** Every tensor (canonical old-scheme names, see src/load.ts) the model's loader reads, with its shape. */
 export function tensorSpecs(config: LlavaConfig): Map<string, RandomSpec> {

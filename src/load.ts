@@ -17,7 +17,7 @@ import {
   activation,
   transposeToInOut,
 } from '../layers/index.js';
-import { readChecked, type WeightSource } from '../weights/index.js';
+import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
 import { visionLayersRun, type LlavaConfig } from './config.js';
 import { ClipEncoderLayer, VisionTower } from './vision.js';
 import { LlamaDecoder, LlamaDecoderLayer } from './decoder.js';
@@ -35,9 +35,7 @@ export interface LoadedModules {
   decoder: LlamaDecoder;
 }
 
-const V = 'vision_tower.vision_model.';
-const P = 'multi_modal_projector.';
-const L = 'language_model.model.';
+const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
 
 /** Reads tensors by canonical name with their shapes checked against config.json. */
 class ParamReader {

@@ -52,3 +52,10 @@ export function canonicalNameMap(storedNames: Iterable<string>, origin: string):
   }
   return map;
 }
+
+/** Canonical prefixes of the three parts of a LLaVA checkpoint (old llava-hf scheme). */
+export const CANONICAL_PREFIX = {
+  vision: 'vision_tower.vision_model.',
+  projector: 'multi_modal_projector.',
+  language: 'language_model.model.',
+} as const;

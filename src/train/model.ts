@@ -12,6 +12,7 @@
 // The math is that of src/load.ts + layers/ (CLIP pre-norm blocks with quick_gelu, CLS, pre-LN;
 // GELU projector; LLaMA RMSNorm, rotate-half RoPE, SiLU gated MLP), in float32. Weights are kept
 // as [in, out] and written with the llava-hf names and PyTorch layouts by `exportTensors`.
+import { CANONICAL_PREFIX } from '../../weights/index.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { RotaryEmbedding } from '../../layers/rope.js';
 import { MASKED } from '../../layers/mask.js';
@@ -27,9 +28,7 @@ export interface TinyLlavaShape {
   padId: number;
 }
 
-const V = 'vision_tower.vision_model.';
-const P = 'multi_modal_projector.';
-const L = 'language_model.model.';
+const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
 const EPS = 1e-5;
 
 type Layout = 'linear' | 'conv' | 'plain';
