@@ -23,7 +23,7 @@ import { cpus, totalmem, release, platform } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { selectBackend, type BackendName } from '../src/backend.js';
 import { parseLlavaConfig, readLlavaConfig, visionLayersRun, patchesPerImage, type LlavaConfig } from '../src/config.js';
-import { LlavaModel, type GenerateOutput, type ModelParts } from '../src/llava.js';
+import { LlavaModel, type GenerateOutput, type LoadOptions, type ModelParts } from '../src/llava.js';
 import { MergeSession, parseMergeOption, resolveModelMerge, type MergeOption } from '../src/merging.js';
 import { ImageProcessor } from '../src/preprocess.js';
 import { LlavaTokenizer } from '../src/tokenizer.js';
@@ -36,6 +36,8 @@ const PROMPT = 'Describe this image in detail: which objects do you see, what co
 
 interface Options {
   model?: string;
+  threads: number;
+  weights: string;
   arch?: string;
   llmLayers?: number;
   vitLayers?: number;
@@ -84,7 +86,9 @@ const program = new Command()
   .option('--seed <n>', 'seed of the random weights', int('seed', 0), 0)
   .option('--backend <name>', 'tfjs backend', 'wasm')
   .option('--no-release-weights', "keep each weight's unpacked copy next to XNNPACK's packed one (wasm; twice the memory)")
-  .option('--no-json', 'do not write the JSON file');
+  .option('--no-json', 'do not write the JSON file')
+  .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', int('threads', 1), 1)
+  .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto');
 
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers
@@ -250,12 +254,16 @@ class Progress {
   }
 }
 
+/** --threads / --weights, passed to every model load. */
+let loadExtras: Pick<LoadOptions, 'threads' | 'weights'> = {};
+
 async function loadWithBar(parts: ModelParts, backend: BackendName): Promise<LlavaModel> {
   const bar = new cliProgress.SingleBar({ format: 'loading {name} [{bar}] {value}/{total} tensors', stream: process.stderr, hideCursor: false, clearOnComplete: true }, cliProgress.Presets.shades_classic);
   let started = false;
   try {
     return await LlavaModel.fromParts(parts, {
       backend,
+      ...loadExtras,
       onProgress: (p) => {
         if (!started) {
           bar.start(p.total, 0, { name: parts.name.length > 40 ? `…${parts.name.slice(-39)}` : parts.name });
@@ -381,6 +389,7 @@ function describeConfig(c: MergeConfig): string {
 
 async function main(): Promise<void> {
   const o = program.parse(process.argv).opts<Options>();
+  loadExtras = { threads: o.threads as 1 | 2, weights: o.weights as LoadOptions['weights'] };
   if (o.model && o.arch) throw new Error('give --model or --arch, not both');
   if (o.arch === 'tiny') o.model = TINY_LLAVA_DIR;
   const random = o.arch !== undefined && o.arch !== 'tiny';

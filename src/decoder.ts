@@ -1,6 +1,8 @@
 // LLaMA decoder (HF LlamaForCausalLM) with a per-layer KV cache, explicit position ids, and the
 // language-stage token merge applied to the prefill before chosen layers.
 import * as tf from '@tensorflow/tfjs-core';
+import type { ParallelMlp } from '../layers/parallel.js';
+import type { StreamedDecoderLayer } from './streamed.js';
 import { GatedMlp, KVCache, LlamaAttention, Linear, RMSNorm, RotaryEmbedding, causalMask } from '../layers/index.js';
 
 /** Pre-norm LLaMA block: h = x + attn(norm x); out = h + mlp(norm h). */
@@ -9,7 +11,7 @@ export class LlamaDecoderLayer {
     readonly inputNorm: RMSNorm,
     readonly attn: LlamaAttention,
     readonly postNorm: RMSNorm,
-    readonly mlp: GatedMlp,
+    readonly mlp: GatedMlp | ParallelMlp,
   ) {}
 
   apply(
@@ -58,7 +60,8 @@ export class LlamaDecoder {
     readonly embedTable: Float32Array,
     readonly vocabSize: number,
     readonly hiddenSize: number,
-    readonly layers: LlamaDecoderLayer[],
+    /** Resident layers, or StreamedDecoderLayers built per call from host bytes (src/streamed.ts). */
+    readonly layers: Array<LlamaDecoderLayer | StreamedDecoderLayer>,
     readonly finalNorm: RMSNorm,
     /** [D, V] */
     readonly lmHead: Linear,

@@ -11,6 +11,9 @@ import { buildLlavaPrompt } from './chat.js';
 import { readLlavaConfig, type LlavaConfig } from './config.js';
 import { loadImage, type RgbImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
+import { ParallelPool } from '../layers/parallel.js';
+import { releaseUnpackedWeightsEnabled } from '../layers/wasm-memory.js';
+import { chooseResidency, type Residency, type ResidencyOption } from './streamed.js';
 import { ImageProcessor } from './preprocess.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
 import { LlavaTokenizer } from './tokenizer.js';
@@ -104,6 +107,19 @@ export interface LoadOptions {
   /** Default token merging of this model ('none' when absent). */
   merge?: MergeOption;
   onProgress?: (p: LoadProgress) => void;
+  /**
+   * 2: run the MLPs of the vision tower and the decoder split across this thread and one worker
+   * thread with its own tfjs backend (layers/parallel.ts; ~1.9x on CLIP's MLP, bench/README.md).
+   * 1 (default): everything on this thread.
+   */
+  threads?: 1 | 2;
+  /**
+   * Where the decoder layers' weights live: 'resident' (float32 tensors, built once), 'streamed'
+   * (stored fp16/bf16/fp32 bytes on the host, each layer built just before it runs and disposed
+   * after: src/streamed.ts), or 'auto' (default): streamed when the float32 weights would not fit
+   * the backend's budget (chooseResidency).
+   */
+  weights?: ResidencyOption;
 }
 
 export class LlavaModel {
@@ -118,6 +134,9 @@ export class LlavaModel {
     readonly backend: BackendChoice,
     readonly defaultMerge: MergeOption,
     private readonly dtypes: string[],
+    private readonly pool?: ParallelPool,
+    /** Where the decoder layers' weights live, and why (LoadOptions.weights). */
+    readonly residency: { residency: Residency; reason: string } = { residency: 'resident', reason: 'default' },
   ) {}
 
   /** Storage dtypes of the weight files (tensors are float32 in memory). */
@@ -151,8 +170,20 @@ export class LlavaModel {
     }
     resolveModelMerge(options.merge ?? 'none', config); // validate now, not at the first call
     const dtypes = [...new Set(source.names().map((n) => source.info(n)?.dtype ?? '?'))].sort();
-    const modules = loadModules(source, config, options.onProgress);
-    return new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes);
+    const threads = options.threads ?? 1;
+    if (threads !== 1 && threads !== 2) throw new Error(`threads must be 1 or 2, got ${String(threads)}`);
+    const want = options.weights ?? 'auto';
+    if (want !== 'auto' && want !== 'resident' && want !== 'streamed') throw new Error(`weights must be auto, resident or streamed, got ${String(want)}`);
+    const residency = want === 'auto' ? chooseResidency(config, backend.name, { releaseWeights: releaseUnpackedWeightsEnabled() }) : { residency: want, reason: 'requested' };
+    const pool = threads === 2 ? await ParallelPool.start() : undefined;
+    let modules;
+    try {
+      modules = loadModules(source, config, options.onProgress, { pool, residency: residency.residency });
+    } catch (e) {
+      await pool?.dispose();
+      throw e;
+    }
+    return new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency);
   }
 
   /** Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics). */
@@ -295,6 +326,9 @@ export class LlavaModel {
         return;
       }
       if (ArrayBuffer.isView(o)) return;
+      // Weights held off this thread's tensor heap (worker halves, streamed layers' host bytes).
+      const off = (o as { offHeapParameters?: unknown }).offHeapParameters;
+      if (typeof off === 'number') total += off;
       for (const value of Object.values(o)) count(value, seen);
     };
     count([this.vision, this.projector, this.decoder.layers, this.decoder.finalNorm, this.decoder.lmHead], new Set());
@@ -305,6 +339,12 @@ export class LlavaModel {
     this.vision.dispose();
     this.projector.dispose();
     this.decoder.dispose();
+    void this.pool?.dispose(); // terminates the worker (it never keeps node alive anyway)
+  }
+
+  /** Threads the heavy layers run on (LoadOptions.threads). */
+  get threads(): 1 | 2 {
+    return this.pool ? 2 : 1;
   }
 }
 

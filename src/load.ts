@@ -17,6 +17,8 @@ import {
   activation,
   transposeToInOut,
 } from '../layers/index.js';
+import { ParallelMlp, type ParallelPool } from '../layers/parallel.js';
+import { MemoryWeightSource, StreamedDecoderLayer, type Residency } from './streamed.js';
 import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
 import { visionLayersRun, type LlavaConfig } from './config.js';
 import { ClipEncoderLayer, VisionTower } from './vision.js';
@@ -40,12 +42,16 @@ const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
 /** Reads tensors by canonical name with their shapes checked against config.json. */
 class ParamReader {
   loaded = 0;
+  /** Set: MLPs are split with this pool's worker (LoadModulesOptions.pool). */
+  pool: ParallelPool | undefined;
+  /** LoadModulesOptions.residency. */
+  residency: Residency = 'resident';
   /** Every tensor and module made so far: disposed together if loading fails half way (a module
    *  may re-lay its tensors out at construction, so modules are tracked as well as tensors). */
   readonly created: Array<{ dispose(): void }> = [];
 
   constructor(
-    private readonly source: WeightSource,
+    readonly source: WeightSource,
     readonly total: number,
     private readonly onProgress?: (p: LoadProgress) => void,
   ) {}
@@ -55,6 +61,10 @@ class ParamReader {
     this.loaded++;
     this.onProgress?.({ loaded: this.loaded, total: this.total, name });
     return data;
+  }
+
+  sourceNames(): string[] {
+    return this.source.names();
   }
 
   /** Records a tensor or module for cleanup on failure. */
@@ -74,6 +84,12 @@ class ParamReader {
 
   /** Several Linears reading the same input, packed side by side into one [in, sum(out)]. */
   packedLinear(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string): Linear {
+    const { weight, bias: biasData } = this.packedHost(prefixes, inF, outs, bias, why);
+    return this.track(Linear.fromHost(weight, inF, weight.length / inF, biasData));
+  }
+
+  /** packedLinear's weight [in, sum(out)] and bias as host arrays. */
+  packedHost(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string): { weight: Float32Array; bias: Float32Array | null } {
     const total = outs.reduce((a, b) => a + b, 0);
     const weight = new Float32Array(inF * total);
     const biasData = bias ? new Float32Array(total) : null;
@@ -84,12 +100,48 @@ class ParamReader {
       if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
       col += outs[i];
     });
-    return this.track(Linear.fromHost(weight, inF, total, biasData));
+    return { weight, bias: biasData };
   }
 
   layerNorm(prefix: string, size: number, eps: number, why: string): LayerNorm {
     return new LayerNorm(this.vector(`${prefix}.weight`, size, why), this.vector(`${prefix}.bias`, size, why), eps);
   }
+}
+
+/** An MLP split between this thread and the pool's worker: first layer from `firsts` (packed), second from `second`. */
+function parallelMlp(reader: ParamReader, pool: ParallelPool, kind: 'mlp' | 'gated', firsts: string[], second: string, C: number, inter: number, bias: boolean, act: string, why: string): ParallelMlp {
+  const one = reader.packedHost(firsts, C, firsts.map(() => inter), bias, why);
+  const two = reader.packedHost([second], inter, [C], bias, why);
+  return ParallelMlp.fromHost(pool, kind, { w1: one.weight, b1: one.bias, w2: two.weight, b2: two.bias }, C, inter, C, act);
+}
+
+/** Decoder layer i (the reader tracks what it makes). */
+function buildDecoderLayer(reader: ParamReader, config: LlavaConfig, i: number, rotary: RotaryEmbedding): LlamaDecoderLayer {
+  const t = config.text;
+  const D = t.hiddenSize;
+  const qDim = t.numHeads * t.headDim;
+  const kvDim = t.numKvHeads * t.headDim;
+  const act = activation(t.hiddenAct);
+  const p = `${L}layers.${i}.`;
+  const w = `text_config hidden_size=${D}, heads=${t.numHeads}/${t.numKvHeads}, head_dim=${t.headDim}, intermediate_size=${t.intermediateSize}`;
+  return reader.track(new LlamaDecoderLayer(
+    new RMSNorm(reader.vector(`${p}input_layernorm.weight`, D, w), t.rmsNormEps),
+    reader.track(new LlamaAttention(
+      reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), D, [qDim, kvDim, kvDim], t.attentionBias, w),
+      reader.linear(`${p}self_attn.o_proj`, qDim, D, t.attentionBias, w),
+      t.numHeads,
+      t.numKvHeads,
+      rotary,
+    )),
+    new RMSNorm(reader.vector(`${p}post_attention_layernorm.weight`, D, w), t.rmsNormEps),
+    reader.pool
+      ? reader.track(parallelMlp(reader, reader.pool, 'gated', [`${p}mlp.gate_proj`, `${p}mlp.up_proj`], `${p}mlp.down_proj`, D, t.intermediateSize, t.mlpBias, t.hiddenAct, w))
+      : reader.track(new GatedMlp(
+          reader.packedLinear([`${p}mlp.gate_proj`, `${p}mlp.up_proj`], D, [t.intermediateSize, t.intermediateSize], t.mlpBias, w),
+          reader.linear(`${p}mlp.down_proj`, t.intermediateSize, D, t.mlpBias, w),
+          act,
+        )),
+  ));
 }
 
 /** Number of tensors loadModules reads (for progress bars). */
@@ -98,8 +150,21 @@ function tensorCount(config: LlavaConfig): number {
   return 6 + visionLayersRun(config) * 16 + (config.projectorBias ? 4 : 2) + 2 + lm + config.text.numLayers * 9;
 }
 
-export function loadModules(source: WeightSource, config: LlavaConfig, onProgress?: (p: LoadProgress) => void): LoadedModules {
+export interface LoadModulesOptions {
+  /**
+   * With a pool (layers/parallel.ts), the MLPs of the vision tower and of the decoder are split
+   * between this thread and the pool's worker (half the intermediate width each, in the worker's
+   * own wasm heap). Attention, norms, embedding, projector and lm_head stay on this thread.
+   */
+  pool?: ParallelPool;
+  /** 'streamed': decoder layers keep their stored bytes on the host and are built per call (src/streamed.ts). Default 'resident'. */
+  residency?: Residency;
+}
+
+export function loadModules(source: WeightSource, config: LlavaConfig, onProgress?: (p: LoadProgress) => void, options: LoadModulesOptions = {}): LoadedModules {
   const reader = new ParamReader(source, tensorCount(config), onProgress);
+  reader.pool = options.pool;
+  reader.residency = options.residency ?? 'resident';
   try {
     return { vision: loadVision(reader, config), projector: loadProjector(reader, config), decoder: loadDecoder(reader, config) };
   } catch (e) {
@@ -129,7 +194,9 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
         reader.layerNorm(`${p}layer_norm1`, C, c.layerNormEps, w),
         reader.track(new ClipAttention(reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), C, [C, C, C], true, w), reader.linear(`${p}self_attn.out_proj`, C, C, true, w), c.numHeads)),
         reader.layerNorm(`${p}layer_norm2`, C, c.layerNormEps, w),
-        reader.track(new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, c.intermediateSize, true, w), reader.linear(`${p}mlp.fc2`, c.intermediateSize, C, true, w), act)),
+        reader.pool
+          ? reader.track(parallelMlp(reader, reader.pool, 'mlp', [`${p}mlp.fc1`], `${p}mlp.fc2`, C, c.intermediateSize, true, c.hiddenAct, w))
+          : reader.track(new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, c.intermediateSize, true, w), reader.linear(`${p}mlp.fc2`, c.intermediateSize, C, true, w), act)),
       )),
     );
   }
@@ -156,29 +223,31 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
   const qDim = t.numHeads * t.headDim;
   const kvDim = t.numKvHeads * t.headDim;
   const rotary = new RotaryEmbedding(t.headDim, t.ropeTheta);
-  const act = activation(t.hiddenAct);
-  const layers: LlamaDecoderLayer[] = [];
+  const layers: Array<LlamaDecoderLayer | StreamedDecoderLayer> = [];
   for (let i = 0; i < t.numLayers; i++) {
-    const p = `${L}layers.${i}.`;
-    const w = `text_config hidden_size=${D}, heads=${t.numHeads}/${t.numKvHeads}, head_dim=${t.headDim}, intermediate_size=${t.intermediateSize}`;
-    layers.push(
-      reader.track(new LlamaDecoderLayer(
-        new RMSNorm(reader.vector(`${p}input_layernorm.weight`, D, w), t.rmsNormEps),
-        reader.track(new LlamaAttention(
-          reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), D, [qDim, kvDim, kvDim], t.attentionBias, w),
-          reader.linear(`${p}self_attn.o_proj`, qDim, D, t.attentionBias, w),
-          t.numHeads,
-          t.numKvHeads,
-          rotary,
-        )),
-        new RMSNorm(reader.vector(`${p}post_attention_layernorm.weight`, D, w), t.rmsNormEps),
-        reader.track(new GatedMlp(
-          reader.packedLinear([`${p}mlp.gate_proj`, `${p}mlp.up_proj`], D, [t.intermediateSize, t.intermediateSize], t.mlpBias, w),
-          reader.linear(`${p}mlp.down_proj`, t.intermediateSize, D, t.mlpBias, w),
-          act,
-        )),
-      )),
-    );
+    if (reader.residency === 'streamed') {
+      // Stored bytes of this layer's tensors on the host; the layer is built per call (src/streamed.ts).
+      const p = `${L}layers.${i}.`;
+      const names = reader.sourceNames().filter((n) => n.startsWith(p));
+      const host = MemoryWeightSource.take(reader.source, names, `${reader.source.origin} (decoder layer ${i}, streamed)`);
+      reader.loaded += names.length;
+      const pool = reader.pool;
+      const build = (source: WeightSource) => {
+        const r = new ParamReader(source, names.length);
+        r.pool = pool;
+        try {
+          return buildDecoderLayer(r, config, i, rotary);
+        } catch (e) {
+          r.created.forEach((m) => m.dispose());
+          throw e;
+        }
+      };
+      // Built once now: checks every shape against config.json at load, as a resident layer is.
+      build(host).dispose();
+      layers.push(new StreamedDecoderLayer(host, build));
+    } else {
+      layers.push(buildDecoderLayer(reader, config, i, rotary));
+    }
   }
   const norm = new RMSNorm(reader.vector(`${L}norm.weight`, D, why), t.rmsNormEps);
   const head = t.tieWordEmbeddings

@@ -2,6 +2,7 @@
 // with token merging plugged in between the attention residual and the MLP of chosen blocks.
 import * as tf from '@tensorflow/tfjs-core';
 import { ClipAttention, LayerNorm, PatchEmbedding, TwoLayerMlp } from '../layers/index.js';
+import type { ParallelMlp } from '../layers/parallel.js';
 import type { TokenMerger, VisionMergeState } from '../merge/index.js';
 
 /** One pre-norm CLIP encoder block: x + attn(ln1 x), [merge], then h + mlp(ln2 h). */
@@ -10,7 +11,7 @@ export class ClipEncoderLayer {
     readonly ln1: LayerNorm,
     readonly attn: ClipAttention,
     readonly ln2: LayerNorm,
-    readonly mlp: TwoLayerMlp,
+    readonly mlp: TwoLayerMlp | ParallelMlp,
   ) {}
 
   /**
