@@ -52,18 +52,30 @@ function progressBar(): { onProgress: (p: LoadProgress) => void; stop: () => voi
   };
 }
 
-async function load(modelDir: string | undefined, backend: BackendName | 'auto', merge?: MergeOption): Promise<LlavaModel> {
+interface ModelFlags {
+  model?: string;
+  backend: BackendName | 'auto';
+  threads: '1' | '2';
+  weights: 'auto' | 'resident' | 'streamed';
+}
+
+async function load(flags: ModelFlags, merge?: MergeOption): Promise<LlavaModel> {
+  const modelDir = flags.model;
   const dir = resolve(modelDir ?? DEFAULT_MODEL_DIR);
   if (!existsSync(dir)) throw new Error(`model folder '${dir}' does not exist`);
   const bar = progressBar();
   try {
-    return await LlavaModel.fromPretrained(dir, { backend, merge, onProgress: bar.onProgress });
+    return await LlavaModel.fromPretrained(dir, { backend: flags.backend, merge, threads: flags.threads === '2' ? 2 : 1, weights: flags.weights, onProgress: bar.onProgress });
   } finally {
     bar.stop();
   }
 }
 
 const backendOption = () => new Option('--backend <name>', 'tfjs backend').choices(['auto', ...BACKEND_NAMES]).default('auto');
+const threadsOption = () =>
+  new Option('--threads <n>', 'threads for the heavy matmuls (2: MLPs split with a worker thread)').choices(['1', '2']).default('1');
+const weightsOption = () =>
+  new Option('--weights <mode>', 'weight residency: resident, streamed (fp16 on the host, per layer), auto').choices(['auto', 'resident', 'streamed']).default('auto');
 
 function readPrompt(prompt: string | undefined, promptFile: string | undefined, defaultModel: boolean): string {
   if (promptFile) return readFileSync(promptFile, 'utf8');
@@ -91,11 +103,13 @@ program
   .option('--merge <preset|json|file>', "token merging: none, illava, tome, fastv, a JSON config or a .json file", 'none')
   .option('--no-cache', 'recompute the whole sequence at every step (slow; for checks)')
   .addOption(backendOption())
+  .addOption(threadsOption())
+  .addOption(weightsOption())
   .action(async (opts) => {
     const merge = parseMergeOption(opts.merge);
-    const model = await load(opts.model, opts.backend, merge);
+    const model = await load(opts, merge);
     const images: string[] = opts.image.length === 0 && !opts.video && !opts.model ? [DEFAULT_IMAGE] : opts.image;
-    process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason})\n`);
+    process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason}); weights ${model.residency.residency}; ${model.threads} thread(s)\n`);
     const out = await model.generate({
       prompt: readPrompt(opts.prompt, opts.promptFile, !opts.model),
       images,
@@ -126,8 +140,10 @@ program
   .description('architecture, parameter count, dtype and backend of a model')
   .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
   .addOption(backendOption())
+  .addOption(threadsOption())
+  .addOption(weightsOption())
   .action(async (opts) => {
-    const model = await load(opts.model, opts.backend);
+    const model = await load(opts);
     const c = model.config;
     const rows: Array<[string, string]> = [
       ['model', model.dir],
@@ -137,6 +153,7 @@ program
       ['parameters', `${model.parameterCount().toLocaleString('en-US')} loaded (float32 in memory)`],
       ['stored dtype', model.storedDtypes().join(', ')],
       ['backend', `${model.backend.name} (${model.backend.reason})`],
+      ['execution', `weights ${model.residency.residency} (${model.residency.reason}), ${model.threads} thread(s)`],
     ];
     for (const [k, v] of rows) process.stdout.write(`${k.padEnd(13)} ${v}\n`);
     model.dispose();
@@ -153,6 +170,8 @@ program
   .option('--out <dir>', 'output folder', 'visualize')
   .option('--scale <n>', 'drawing scale of the image (default: at least 448 px wide)', number('scale', true))
   .addOption(backendOption())
+  .addOption(threadsOption())
+  .addOption(weightsOption())
   .action(async (opts) => {
     const { visualize } = await import('./visualize.js');
     const merge = parseMergeOption(opts.merge);
@@ -161,7 +180,7 @@ program
       .map((n) => n.trim())
       .filter(Boolean)
       .map((n) => ({ name: n, option: parseMergeOption(n) }));
-    const model = await load(opts.model, opts.backend);
+    const model = await load(opts);
     try {
       const out = await visualize(model, {
         image: opts.image ?? DEFAULT_IMAGE,

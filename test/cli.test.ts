@@ -28,6 +28,17 @@ describe('illava CLI', function () {
     expect(r.stderr).to.match(/llm layer 1: 8/);
   });
 
+  it('--threads 2 --weights streamed gives the same answer as the defaults', () => {
+    const args = ['generate', '--model', TINY_LLAVA_DIR, '--image', join(TINY_LLAVA_DIR, 'image.png'), '--max-new-tokens', '5'];
+    const plain = illava(...args);
+    const other = illava(...args, '--threads', '2', '--weights', 'streamed');
+    expect(plain.code, plain.stderr).to.equal(0);
+    expect(other.code, other.stderr).to.equal(0);
+    expect(other.stderr).to.match(/weights streamed; 2 thread\(s\)/);
+    expect(other.stdout).to.equal(plain.stdout);
+    expect(illava(...args, '--threads', '3').code).to.equal(1);
+  });
+
   it('info prints the architecture, parameter count, dtype and backend', () => {
     const r = illava('info', '--model', TINY_LLAVA_DIR);
     expect(r.code, r.stderr).to.equal(0);
