@@ -157,7 +157,7 @@ export interface LoadModulesOptions {
    * own wasm heap). Attention, norms, embedding, projector and lm_head stay on this thread.
    */
   pool?: ParallelPool;
-  /** 'streamed': decoder layers keep their stored bytes on the host and are built per call (src/streamed.ts). Default 'resident'. */
+  /** 'streamed': decoder layers keep their weights on the host (final layout, fp16 where exact) and upload them per call (src/streamed.ts). Default 'resident'. */
   residency?: Residency;
 }
 
@@ -226,7 +226,7 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
   const layers: Array<LlamaDecoderLayer | StreamedDecoderLayer> = [];
   for (let i = 0; i < t.numLayers; i++) {
     if (reader.residency === 'streamed') {
-      // Stored bytes of this layer's tensors on the host; the layer is built per call (src/streamed.ts).
+      // This layer's stored bytes, read once; the StreamedDecoderLayer builds it and keeps its final layout on the host (src/streamed.ts).
       const p = `${L}layers.${i}.`;
       const names = reader.sourceNames().filter((n) => n.startsWith(p));
       const host = MemoryWeightSource.take(reader.source, names, `${reader.source.origin} (decoder layer ${i}, streamed)`);
@@ -242,8 +242,8 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
           throw e;
         }
       };
-      // Built once now: checks every shape against config.json at load, as a resident layer is.
-      build(host).dispose();
+      // Built once now (checks every shape against config.json at load, as a resident layer is)
+      // and kept on the host in its final layout.
       layers.push(new StreamedDecoderLayer(host, build));
     } else {
       layers.push(buildDecoderLayer(reader, config, i, rotary));

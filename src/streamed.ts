@@ -1,19 +1,25 @@
 // Weight residency: decoder layers whose weights stay outside the tensor heap.
 //
-// A streamed layer keeps its tensors' *stored bytes* (fp16 / bf16 / fp32, as in the weight file)
-// in host memory, and builds the ordinary LlamaDecoderLayer from them just before it runs
-// (the same loader code as a resident layer, so the same float32 values and the same kernels:
-// the outputs are bit-identical), then disposes it. The tensor heap then only ever holds one
-// decoder layer's float32 weights (0.8 GB for LLaMA-7B, 1.6 GB with XNNPACK's packed copy) instead
-// of all of them; the price is converting and re-packing that layer's weights at every forward
-// call (prefill once, then every decode step).
+// A streamed layer is built once, at load, with the loader's own code (src/load.ts: transposed to
+// [in, out], q/k/v packed and split per head with 1/sqrt(d) folded into q, MLP chunks), exactly as
+// a resident layer is. Its tensors' values, in that final layout, are then copied to the host and
+// the tensors disposed: as fp16 bits (plus the column scale folded into q heads) wherever that
+// reproduces every float32 value exactly (fp16-stored checkpoints), else as float32 (F32 / BF16
+// storage). Before each call the layer's tensors are re-created from the host copies (fp16 ->
+// float32 by table, one upload per block), the layer runs, and they are disposed: the same float32
+// values and the same kernels as a resident layer, so the outputs are bit-identical. The tensor
+// heap only ever holds one decoder layer's float32 weights (0.8 GB for LLaMA-7B, 1.6 GB with
+// XNNPACK's packed copy) instead of all of them; the price is the conversion, the upload and
+// XNNPACK's re-packing at every forward call (prefill once, then every decode step).
+// With a worker pool (threads: 2) the MLP halves live in the worker's heap: such layers are still
+// rebuilt from their stored bytes per call.
 //
 // Residency is chosen by chooseResidency(): 'resident' when the model's float32 weights fit the
 // backend's budget, else 'streamed'; LoadOptions.weights overrides it.
 import * as os from 'node:os';
-import type * as tf from '@tensorflow/tfjs-core';
-import type { KVCache } from '../layers/index.js';
-import { readRaw, bytesToFloat32, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
+import * as tf from '@tensorflow/tfjs-core';
+import { GatedMlp, type KVCache, type Linear, type RMSNorm } from '../layers/index.js';
+import { readRaw, bytesToFloat32, f16WordsToFloat32, float32ToF16Bits, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
 import type { LlavaConfig } from './config.js';
 import { visionLayersRun } from './config.js';
 import type { LlamaDecoderLayer } from './decoder.js';
@@ -77,28 +83,123 @@ export class MemoryWeightSource implements WeightSource {
 
 type DecoderLayerArgs = Parameters<LlamaDecoderLayer['apply']>;
 
-/** A decoder layer built from host bytes for each call and disposed after it. */
+/** One tensor of a streamed layer on the host, in its final layout: value i = fround(f16[i] x scale), or f32[i]. */
+interface HostTensor {
+  readonly shape: number[];
+  readonly f16: Uint16Array | null;
+  readonly f32: Float32Array | null;
+  readonly scale: number;
+}
+
+/** A tensor field of a built layer: its host copy, and how to put a fresh tensor in its place. */
+interface Slot {
+  readonly host: HostTensor;
+  readonly set: (t: tf.Tensor) => void;
+}
+
+/** A host copy of `t`'s values: fp16 bits when fround(f16 x scale) gives back every value exactly, else float32. */
+function toHost(t: tf.Tensor, scale: number): HostTensor {
+  const data = t.dataSync() as Float32Array;
+  const s = Math.fround(scale);
+  const words = float32ToF16Bits(s === 1 ? data : data.map((v) => v / s));
+  const back = f16WordsToFloat32(words, undefined, s);
+  let exact = true;
+  for (let i = 0; i < data.length && exact; i++) exact = Object.is(back[i], data[i]);
+  return exact ? { shape: [...t.shape], f16: words, f32: null, scale: s } : { shape: [...t.shape], f16: null, f32: data.slice(), scale: 1 };
+}
+
+/** Scratch float32 arrays by length (wasm copies a tensor's values into its heap at creation, so they can be reused). */
+const scratch = new Map<number, Float32Array>();
+
+function upload(h: HostTensor): tf.Tensor {
+  if (h.f32) return tf.tensor(h.f32, h.shape, 'float32');
+  const f16 = h.f16 as Uint16Array;
+  let out: Float32Array | undefined;
+  if (tf.getBackend() === 'wasm') {
+    out = scratch.get(f16.length);
+    if (!out) scratch.set(f16.length, (out = new Float32Array(f16.length)));
+  }
+  return tf.tensor(f16WordsToFloat32(f16, out, h.scale), h.shape, 'float32');
+}
+
+/**
+ * The tensor fields of a built decoder layer (norms, q/k/v per head, o_proj, MLP chunks), copied
+ * to the host; null when its MLP is not a GatedMlp on this thread (a worker pool's ParallelMlp).
+ */
+function captureSlots(layer: LlamaDecoderLayer): Slot[] | null {
+  const mlp = layer.mlp;
+  if (!(mlp instanceof GatedMlp)) return null;
+  const slots: Slot[] = [];
+  const norm = (n: RMSNorm) => slots.push({ host: toHost(n.weight, 1), set: (t) => ((n as { weight: tf.Tensor }).weight = t) });
+  const linear = (l: Linear, scale: (block: number) => number) =>
+    l.blocks.forEach((b, j) => {
+      slots.push({ host: toHost(b.weight, scale(j)), set: (t) => (b.weight = t as tf.Tensor2D) });
+      if (b.bias) slots.push({ host: toHost(b.bias, scale(j)), set: (t) => (b.bias = t as tf.Tensor1D) });
+    });
+  const attn = layer.attn;
+  // LlamaAttention folds 1/sqrt(d) (a float32) into the q heads, its first numHeads blocks.
+  const qScale = 1 / Math.sqrt(attn.rotary.headDim);
+  norm(layer.inputNorm);
+  linear(attn.qkv, (j) => (j < attn.numHeads ? qScale : 1));
+  linear(attn.outProj, () => 1);
+  norm(layer.postNorm);
+  linear(mlp.gate, () => 1);
+  linear(mlp.up, () => 1);
+  mlp.downRows.forEach((l) => linear(l, () => 1));
+  return slots;
+}
+
+/** A decoder layer whose tensors are created from host copies for each call and disposed after it. */
 export class StreamedDecoderLayer {
   /** Values held off the tensor heap (counted by LlavaModel.parameterCount). */
   readonly offHeapParameters: number;
-  /** Host bytes held (stored dtype). */
+  /** Host bytes held. */
   readonly hostBytes: number;
-  readonly #source: MemoryWeightSource;
+  /** The layer built at load; its tensors are disposed between calls (slots mode). */
+  readonly #layer: LlamaDecoderLayer | null;
+  readonly #slots: Slot[] | null;
+  /** Rebuild mode (worker pool): stored bytes and the loader. */
+  readonly #source: MemoryWeightSource | null;
   readonly #build: (source: WeightSource) => LlamaDecoderLayer;
 
+  /** Builds the layer once from `source` (checking every shape against config.json) and keeps its final layout on the host. */
   constructor(source: MemoryWeightSource, build: (source: WeightSource) => LlamaDecoderLayer) {
-    this.#source = source;
     this.#build = build;
     this.offHeapParameters = source.parameters;
-    this.hostBytes = source.bytes;
+    const layer = build(source);
+    let slots: Slot[] | null;
+    try {
+      slots = captureSlots(layer);
+    } finally {
+      layer.dispose();
+    }
+    this.#slots = slots;
+    this.#layer = slots ? layer : null;
+    this.#source = slots ? null : source;
+    this.hostBytes = slots
+      ? slots.reduce((n, s) => n + (s.host.f16 ? s.host.f16.byteLength : (s.host.f32 as Float32Array).byteLength), 0)
+      : source.bytes;
   }
 
   apply(x: tf.Tensor2D, rope: DecoderLayerArgs[1], cache: KVCache['layers'][number], mask: tf.Tensor2D | null, scoreRow: number | undefined): ReturnType<LlamaDecoderLayer['apply']> {
-    const layer = this.#build(this.#source);
+    if (!this.#slots || !this.#layer) {
+      const layer = this.#build(this.#source as MemoryWeightSource);
+      try {
+        return layer.apply(x, rope, cache, mask, scoreRow);
+      } finally {
+        layer.dispose();
+      }
+    }
+    const made: tf.Tensor[] = [];
     try {
-      return layer.apply(x, rope, cache, mask, scoreRow);
+      for (const slot of this.#slots) {
+        const t = upload(slot.host);
+        made.push(t);
+        slot.set(t);
+      }
+      return this.#layer.apply(x, rope, cache, mask, scoreRow);
     } finally {
-      layer.dispose();
+      made.forEach((t) => t.dispose());
     }
   }
 

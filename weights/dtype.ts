@@ -99,6 +99,18 @@ export function f16BytesToFloat32(bytes: Uint8Array): Float32Array {
   return out;
 }
 
+/**
+ * F16 bits -> float32 values written into `out` (default: a fresh array): out[i] = fround(f16(words[i]) * scale).
+ * With scale 1 the conversion is exact.
+ */
+export function f16WordsToFloat32(words: Uint16Array, out: Float32Array = new Float32Array(words.length), scale = 1): Float32Array {
+  if (out.length < words.length) throw new Error(`f16WordsToFloat32: ${out.length} outputs for ${words.length} values`);
+  const table = f16ToF32Table();
+  if (scale === 1) for (let i = 0; i < words.length; i++) out[i] = table[words[i]];
+  else for (let i = 0; i < words.length; i++) out[i] = table[words[i]] * scale;
+  return out;
+}
+
 /** BF16 little-endian bytes -> a fresh Float32Array (bf16 = the high 16 bits of a float32). */
 export function bf16BytesToFloat32(bytes: Uint8Array): Float32Array {
   const words = uint16FromBytesLE(bytes);

@@ -11,6 +11,6 @@ export type { SafetensorsEntry, SafetensorsHeader } from './safetensors.js';
 export { openTfjsWeights, TfjsWeightsSource, writeTfjsWeights, DEFAULT_SHARD_BYTES } from './tfjs-format.js';
 export type { TfjsWeightEntry, TfjsWeightsJson, WriteTfjsOptions, WriteTfjsResult } from './tfjs-format.js';
 export {
-  DTYPE_BYTES, bytesToFloat32, f16BytesToFloat32, bf16BytesToFloat32, f32BytesToFloat32, f16BitsToNumber,
+  DTYPE_BYTES, bytesToFloat32, f16BytesToFloat32, f16WordsToFloat32, bf16BytesToFloat32, f32BytesToFloat32, f16BitsToNumber,
   f32BitsToF16Bits, numberToF16Bits, float32ToF16Bits, float32ToBytesLE, uint16FromBytesLE, uint16ToBytesLE,
 } from './dtype.js';
