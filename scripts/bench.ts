@@ -53,6 +53,7 @@ interface Options {
   out: string;
   name?: string;
   seed: number;
+  dtype: 'f32' | 'f16';
   backend: string;
   releaseWeights: boolean;
   json: boolean;
@@ -88,7 +89,8 @@ const program = new Command()
   .option('--no-release-weights', "keep each weight's unpacked copy next to XNNPACK's packed one (wasm; twice the memory)")
   .option('--no-json', 'do not write the JSON file')
   .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', int('threads', 1), 1)
-  .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto');
+  .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto')
+  .addOption(new Option('--dtype <dtype>', 'storage dtype of random weights (f16: rounded to half precision, served as fp16 bytes)').choices(['f32', 'f16']).default('f32'));
 
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers
@@ -192,7 +194,7 @@ async function buildParts(o: Options): Promise<{ parts: ModelParts; description:
   const slice = { llmLayers: o.llmLayers, vitLayers: o.vitLayers };
   if (o.arch && o.arch !== 'tiny') {
     const full = archConfig(o.arch as ArchName);
-    const parts = await randomModelParts(o.arch as ArchName, slice, o.seed);
+    const parts = await randomModelParts(o.arch as ArchName, slice, o.seed, o.dtype === 'f16' ? 'F16' : 'F32');
     return { parts, description: describe('random', o.arch, parts.config, full), close: () => parts.source.close() };
   }
   const dir = resolve(o.model ?? TINY_LLAVA_DIR);

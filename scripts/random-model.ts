@@ -5,7 +5,7 @@
 // with standard deviation 0.02 like a transformer init; LayerNorm/RMSNorm weights 1 and their
 // biases 0, so activations stay finite through the layers that run. The text is random too: the
 // benchmark measures speed, not answers.
-import { CANONICAL_PREFIX } from '../weights/index.js';
+import { CANONICAL_PREFIX, f16WordsToFloat32, float32ToF16Bits, uint16ToBytesLE, type RawTensor } from '../weights/index.js';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseLlavaConfig, visionLayersRun, type LlavaConfig } from '../src/config.js';
@@ -109,9 +109,13 @@ export class RandomWeightSource implements WeightSource {
   readonly origin: string;
   private readonly specs: Map<string, RandomSpec>;
 
-  constructor(config: LlavaConfig, readonly seed = 0, origin = 'random weights') {
+  /**
+   * @param dtype storage dtype the source reports: 'F16' rounds every value to half precision and
+   *   serves fp16 bytes through readRaw, like an fp16 checkpoint (what LLaVA-1.5-7B ships as).
+   */
+  constructor(config: LlavaConfig, readonly seed = 0, origin = 'random weights', readonly dtype: 'F32' | 'F16' = 'F32') {
     this.specs = tensorSpecs(config);
-    this.origin = `${origin} (seed ${seed})`;
+    this.origin = `${origin} (seed ${seed}, ${dtype})`;
   }
 
   names(): string[] {
@@ -120,10 +124,22 @@ export class RandomWeightSource implements WeightSource {
 
   info(name: string): TensorInfo | undefined {
     const s = this.specs.get(name);
-    return s ? { name, dtype: 'F32', shape: [...s.shape] } : undefined;
+    return s ? { name, dtype: this.dtype, shape: [...s.shape] } : undefined;
   }
 
   readFloat32(name: string): Float32Array {
+    const values = this.values(name);
+    return this.dtype === 'F16' ? f16WordsToFloat32(float32ToF16Bits(values)) : values;
+  }
+
+  readRaw(name: string): RawTensor {
+    const values = this.values(name);
+    const shape = [...(this.specs.get(name)?.shape ?? [])];
+    if (this.dtype === 'F32') return { dtype: 'F32', shape, bytes: new Uint8Array(values.buffer) };
+    return { dtype: 'F16', shape, bytes: uint16ToBytesLE(float32ToF16Bits(values)) };
+  }
+
+  private values(name: string): Float32Array {
     const s = this.specs.get(name);
     if (!s) throw new Error(`${this.origin}: tensor '${name}' is missing`);
     const n = s.shape.reduce((a, b) => a * b, 1);
@@ -214,9 +230,9 @@ export function clipImageProcessor(size: number): ImageProcessor {
 }
 
 /** Everything LlavaModel.fromParts needs for a random model of `arch` (tokenizer: the fixture's LLaMA-2 vocabulary). */
-export async function randomModelParts(arch: ArchName, slice: SliceOptions = {}, seed = 0): Promise<ModelParts & { source: RandomWeightSource }> {
+export async function randomModelParts(arch: ArchName, slice: SliceOptions = {}, seed = 0, dtype: 'F32' | 'F16' = 'F32'): Promise<ModelParts & { source: RandomWeightSource }> {
   const config = archConfig(arch, slice);
   const tokenizer = await LlavaTokenizer.fromDir(TINY_LLAVA_DIR);
-  const source = new RandomWeightSource(config, seed, `${arch} random weights`);
+  const source = new RandomWeightSource(config, seed, `${arch} random weights`, dtype);
   return { name: `${arch} (random weights, seed ${seed})`, config, source, tokenizer, imageProcessor: clipImageProcessor(config.vision.imageSize) };
 }
