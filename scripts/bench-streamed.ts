@@ -9,32 +9,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
 import { LlavaModel } from '../src/llava.js';
 import { setReleaseUnpackedWeights, wasmHeapBytes } from '../layers/index.js';
-import { f16BytesToFloat32, float32ToF16Bits, uint16ToBytesLE, type RawTensor, type WeightSource } from '../weights/index.js';
+import { asFloat16Source } from '../weights/index.js';
 import { randomModelParts } from './random-model.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
-}
-
-/** Serves a source's tensors as fp16 bytes (values rounded to fp16 once, so every mode sees the same ones). */
-function asF16(inner: WeightSource): WeightSource {
-  const raw = (name: string): RawTensor => {
-    const info = inner.info(name);
-    if (!info) throw new Error(`missing ${name}`);
-    return { dtype: 'F16', shape: [...info.shape], bytes: uint16ToBytesLE(float32ToF16Bits(inner.readFloat32(name))) };
-  };
-  return {
-    origin: `${inner.origin} as fp16`,
-    names: () => inner.names(),
-    info: (n) => {
-      const i = inner.info(n);
-      return i ? { ...i, dtype: 'F16' } : undefined;
-    },
-    readFloat32: (n) => f16BytesToFloat32(raw(n).bytes),
-    readRaw: raw,
-    close: () => inner.close(),
-  };
 }
 
 async function main(): Promise<void> {
@@ -44,7 +24,7 @@ async function main(): Promise<void> {
   await selectBackend('wasm');
   setReleaseUnpackedWeights(true);
   const parts = await randomModelParts('llava-1.5-7b', { llmLayers });
-  const source = asF16(parts.source);
+  const source = asFloat16Source(parts.source);
   const prompt = 'Describe the picture in detail, including the colours, the objects and what the people in it are doing.';
   const rows: Array<Record<string, unknown>> = [];
   for (const weights of modes) {

@@ -8,28 +8,8 @@ import { LlavaTokenizer } from '../src/tokenizer.js';
 import { ImageProcessor } from '../src/preprocess.js';
 import { StreamedDecoderLayer, chooseResidency, weightBytes } from '../src/streamed.js';
 import { archConfig } from '../scripts/random-model.js';
-import { f16BytesToFloat32, float32ToF16Bits, openWeights, uint16ToBytesLE, type RawTensor, type WeightSource } from '../weights/index.js';
+import { asFloat16Source, openWeights } from '../weights/index.js';
 import { expectedArray, TINY_LLAVA_DIR } from './helpers/fixture.js';
-
-/** The fixture's weights rounded to fp16 and served as F16 bytes (as a half-precision checkpoint is). */
-function f16Source(inner: WeightSource): WeightSource {
-  const raw = (name: string): RawTensor => {
-    const info = inner.info(name);
-    if (!info) return inner.readRaw!(name);
-    return { dtype: 'F16', shape: [...info.shape], bytes: uint16ToBytesLE(float32ToF16Bits(inner.readFloat32(name))) };
-  };
-  return {
-    origin: `${inner.origin} (as fp16)`,
-    names: () => inner.names(),
-    info: (name) => {
-      const i = inner.info(name);
-      return i ? { ...i, dtype: 'F16' } : undefined;
-    },
-    readFloat32: (name) => f16BytesToFloat32(raw(name).bytes),
-    readRaw: raw,
-    close: () => inner.close(),
-  };
-}
 
 function maxRel(a: Float32Array, b: Float32Array): number {
   let diff = 0;
@@ -53,7 +33,7 @@ describe('streamed weights: decoder layers built per call from host bytes', func
       const models: LlavaModel[] = [];
       const files = openWeights(TINY_LLAVA_DIR);
       try {
-        const source = dtype === 'F16' ? f16Source(files) : files;
+        const source = dtype === 'F16' ? asFloat16Source(files) : files;
         for (const weights of ['resident', 'streamed'] as const) {
           models.push(await LlavaModel.fromParts({ name: 'tiny', config, source, tokenizer, imageProcessor }, { weights }));
         }

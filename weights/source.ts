@@ -1,6 +1,6 @@
 // Helpers shared by every WeightSource: the standard error messages, shape-checked reads and raw
 // reads that work on any source (including in-memory ones without readRaw).
-import { float32ToBytesLE } from './dtype.js';
+import { f16BytesToFloat32, float32ToBytesLE, float32ToF16Bits, uint16ToBytesLE } from './dtype.js';
 import { shapeString } from './file-io.js';
 import type { RawTensor, WeightSource } from './types.js';
 
@@ -33,4 +33,28 @@ export function readRaw(source: WeightSource, name: string): RawTensor {
   const info = source.info(name);
   if (!info) throw missingTensorError(source.origin, name);
   return { dtype: 'F32', shape: [...info.shape], bytes: float32ToBytesLE(source.readFloat32(name)) };
+}
+
+/**
+ * Serves another source's tensors rounded to half precision, as F16 bytes: what a half-precision
+ * checkpoint of the same weights would hold (the values are rounded once, so every consumer sees
+ * the same ones). For tests and benchmarks of fp16 paths.
+ */
+export function asFloat16Source(inner: WeightSource): WeightSource {
+  const raw = (name: string): RawTensor => {
+    const info = inner.info(name);
+    if (!info) throw missingTensorError(inner.origin, name);
+    return { dtype: 'F16', shape: [...info.shape], bytes: uint16ToBytesLE(float32ToF16Bits(inner.readFloat32(name))) };
+  };
+  return {
+    origin: `${inner.origin} (as fp16)`,
+    names: () => inner.names(),
+    info: (name) => {
+      const i = inner.info(name);
+      return i ? { ...i, dtype: 'F16' } : undefined;
+    },
+    readFloat32: (name) => f16BytesToFloat32(raw(name).bytes),
+    readRaw: raw,
+    close: () => inner.close(),
+  };
 }
