@@ -76,6 +76,24 @@ export function isReleased(weight: tf.Tensor): boolean {
 export interface LinearBlock {
   weight: tf.Tensor2D;
   bias: tf.Tensor1D | null;
+  /**
+   * Streamed weights (src/streamed.ts): makes this block's weight and bias tensors for one matmul;
+   * blockMatMul disposes them right after it, so the heap holds one block at a time. `weight` is
+   * then a disposed placeholder of the right shape.
+   */
+  fetch?: () => { weight: tf.Tensor2D; bias: tf.Tensor1D | null };
+}
+
+/** x @ block (+ its bias): weightMatMul, or for a streamed block fetch, multiply, dispose. */
+export function blockMatMul(x: tf.Tensor2D, block: LinearBlock): tf.Tensor2D {
+  if (!block.fetch) return weightMatMul(x, block.weight, block.bias);
+  const { weight, bias } = block.fetch();
+  try {
+    return tf.fused.matMul({ a: x, b: weight, bias: bias ?? undefined }) as tf.Tensor2D;
+  } finally {
+    weight.dispose();
+    bias?.dispose();
+  }
 }
 
 export class Linear {
@@ -155,13 +173,13 @@ export class Linear {
 
   /** x [T, in] -> [T, out] (bias fused into each block's matmul). */
   apply(x: tf.Tensor2D): tf.Tensor2D {
-    if (this.blocks.length === 1) return weightMatMul(x, this.blocks[0].weight, this.blocks[0].bias);
+    if (this.blocks.length === 1) return blockMatMul(x, this.blocks[0]);
     return tf.tidy(() => tf.concat(this.applyBlocks(x), 1) as tf.Tensor2D);
   }
 
   /** x [T, in] -> one [T, width] output per block, caller-owned. */
   applyBlocks(x: tf.Tensor2D): tf.Tensor2D[] {
-    return this.blocks.map((b) => weightMatMul(x, b.weight, b.bias));
+    return this.blocks.map((b) => blockMatMul(x, b));
   }
 
   dispose(): void {

@@ -7,7 +7,7 @@
 // never exists at full width, and nothing is split or concatenated. Weights are re-laid out once,
 // at construction.
 import * as tf from '@tensorflow/tfjs-core';
-import { Linear, hostColumns, splitEvenly, weightBlockBytes, weightMatMul } from './linear.js';
+import { Linear, blockMatMul, hostColumns, splitEvenly, weightBlockBytes } from './linear.js';
 
 type Activation = <T extends tf.Tensor>(x: T) => T;
 
@@ -79,7 +79,7 @@ export class TwoLayerMlp {
   /** x [T, C] -> [T, C_out] */
   apply(x: tf.Tensor2D): tf.Tensor2D {
     const b1 = this.fc1.blocks;
-    return accumulate(b1.length, (j) => this.fc2Rows[j].apply(this.act(weightMatMul(x, b1[j].weight, b1[j].bias))));
+    return accumulate(b1.length, (j) => this.fc2Rows[j].apply(this.act(blockMatMul(x, b1[j]))));
   }
 
   dispose(): void {
@@ -125,7 +125,7 @@ export class GatedMlp {
     const g = this.gate.blocks;
     const u = this.up.blocks;
     return accumulate(g.length, (j) =>
-      this.downRows[j].apply(tf.mul(this.act(weightMatMul(x, g[j].weight, g[j].bias)), weightMatMul(x, u[j].weight, u[j].bias)) as tf.Tensor2D),
+      this.downRows[j].apply(tf.mul(this.act(blockMatMul(x, g[j])), blockMatMul(x, u[j])) as tf.Tensor2D),
     );
   }
 

@@ -424,7 +424,8 @@ async function main(): Promise<void> {
   const model = await loadWithBar(parts, backend);
   close();
   const loadMs = performance.now() - t0;
-  process.stdout.write(`loaded in ${(loadMs / 1000).toFixed(1)} s: ${model.parameterCount().toLocaleString('en-US')} parameters held (float32)\n`);
+  const loadPeakRss = osPeakRss();
+  process.stdout.write(`loaded in ${(loadMs / 1000).toFixed(1)} s: ${model.parameterCount().toLocaleString('en-US')} parameters held (float32); peak RSS so far ${gb(loadPeakRss)} (OS high-water mark)\n`);
   const prefillTimer = instrument(model.decoder.layers, true);
   const visionTimer = instrument(model.vision.layers, false);
   const C = model.config;
@@ -522,15 +523,24 @@ async function main(): Promise<void> {
       releaseUnpackedWeights: backend === 'wasm' && o.releaseWeights,
       command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
       model: { ...description, loadMs, parameters },
+      osPeakRssBytes: { afterLoad: loadPeakRss, end: osPeakRss() },
       workload: { image: o.image, prompt: o.prompt, promptTokens: results[0]?.median.sequenceIn, newTokens: o.newTokens, greedy: true, eosIgnored: true, warmup: o.warmup, runs: o.runs },
-      memoryNotes: 'peakTensorBytes: tf.memory().numBytes peak, sampled at every tensor registration; peakActivationBytes = that minus the bytes held before the run (weights); heapBytes: wasm heap size (never shrinks); peakRssBytes: process RSS sampled every 64 tensor registrations (high-water mark of the process so far)',
+      memoryNotes: 'peakTensorBytes: tf.memory().numBytes peak, sampled at every tensor registration; peakActivationBytes = that minus the bytes held before the run (weights); heapBytes: wasm heap size (never shrinks); peakRssBytes: process RSS sampled every 64 tensor registrations (high-water mark of the process so far); osPeakRssBytes: the kernel\'s maxRSS (getrusage), after load and at the end',
       clipForward: clipResult,
       results,
     };
     writeFileSync(file, JSON.stringify(payload, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toPrecision(5) : v), 1));
     process.stdout.write(`results: ${file}\n`);
   }
+  process.stdout.write(`peak RSS of the whole run: ${gb(osPeakRss())} (OS high-water mark, load included)\n`);
 }
+
+/** The kernel's high-water mark of this process's resident set (bytes), load included. */
+function osPeakRss(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`;
 
 function slugFor(o: Options, d: ModelDescription): string {
   const base = d.kind === 'random' ? (o.arch as string) : d.kind === 'fixture' ? 'tiny-llava' : basename(resolve(o.model as string));

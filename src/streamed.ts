@@ -5,12 +5,13 @@
 // a resident layer is. Its tensors' values, in that final layout, are then copied to the host and
 // the tensors disposed: as fp16 bits (plus the column scale folded into q heads) wherever that
 // reproduces every float32 value exactly (fp16-stored checkpoints), else as float32 (F32 / BF16
-// storage). Before each call the layer's tensors are re-created from the host copies (fp16 ->
-// float32 by table, one upload per block), the layer runs, and they are disposed: the same float32
-// values and the same kernels as a resident layer, so the outputs are bit-identical. The tensor
-// heap only ever holds one decoder layer's float32 weights (0.8 GB for LLaMA-7B, 1.6 GB with
-// XNNPACK's packed copy) instead of all of them; the price is the conversion, the upload and
-// XNNPACK's re-packing at every forward call (prefill once, then every decode step).
+// storage). At each call every Linear block is re-created from its host copy (fp16 -> float32 by
+// table) just before its matmul and disposed right after it: the same float32 values and the same
+// kernels as a resident layer, so the outputs are bit-identical, while the tensor heap holds one
+// block (at most a few MiB, plus XNNPACK's packed copy) instead of a layer (0.8 GB for LLaMA-7B,
+// 1.6 GB with the packed copy). Whole-layer uploads aborted the full 7B-shaped run: one layer next
+// to the resident ViT-L and lm_head left the 4 GiB wasm heap no room. The price is the conversion,
+// the upload and XNNPACK's re-packing at every forward call (prefill once, then every decode step).
 // With a worker pool (threads: 2) the MLP halves live in the worker's heap: such layers are still
 // rebuilt from their stored bytes per call.
 //
@@ -18,7 +19,7 @@
 // backend's budget, else 'streamed'; LoadOptions.weights overrides it.
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
-import { GatedMlp, type KVCache, type Linear, type RMSNorm } from '../layers/index.js';
+import { GatedMlp, type KVCache, type Linear, type LinearBlock, type RMSNorm } from '../layers/index.js';
 import { readRaw, bytesToFloat32, f16WordsToFloat32, float32ToF16Bits, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
 import type { LlavaConfig } from './config.js';
 import { visionLayersRun } from './config.js';
@@ -123,18 +124,27 @@ function upload(h: HostTensor): tf.Tensor {
 }
 
 /**
- * The tensor fields of a built decoder layer (norms, q/k/v per head, o_proj, MLP chunks), copied
- * to the host; null when its MLP is not a GatedMlp on this thread (a worker pool's ParallelMlp).
+ * Moves a built decoder layer's weights to the host. Every Linear block (q/k/v per head, o_proj,
+ * MLP chunks) gets a `fetch` that uploads it just before its matmul (blockMatMul disposes it right
+ * after), so the heap holds one block at a time; the norm weights (a few KiB) become slots that
+ * apply() uploads per call. Null when the MLP is not a GatedMlp on this thread (a worker pool's
+ * ParallelMlp).
  */
-function captureSlots(layer: LlamaDecoderLayer): Slot[] | null {
+function moveToHost(layer: LlamaDecoderLayer): { slots: Slot[]; hostBytes: number } | null {
   const mlp = layer.mlp;
   if (!(mlp instanceof GatedMlp)) return null;
   const slots: Slot[] = [];
-  const norm = (n: RMSNorm) => slots.push({ host: toHost(n.weight, 1), set: (t) => ((n as { weight: tf.Tensor }).weight = t) });
+  let hostBytes = 0;
+  const held = (h: HostTensor) => {
+    hostBytes += h.f16 ? h.f16.byteLength : (h.f32 as Float32Array).byteLength;
+    return h;
+  };
+  const norm = (n: RMSNorm) => slots.push({ host: held(toHost(n.weight, 1)), set: (t) => ((n as { weight: tf.Tensor }).weight = t) });
   const linear = (l: Linear, scale: (block: number) => number) =>
-    l.blocks.forEach((b, j) => {
-      slots.push({ host: toHost(b.weight, scale(j)), set: (t) => (b.weight = t as tf.Tensor2D) });
-      if (b.bias) slots.push({ host: toHost(b.bias, scale(j)), set: (t) => (b.bias = t as tf.Tensor1D) });
+    l.blocks.forEach((b: LinearBlock, j) => {
+      const w = held(toHost(b.weight, scale(j)));
+      const bias = b.bias ? held(toHost(b.bias, scale(j))) : null;
+      b.fetch = () => ({ weight: upload(w) as tf.Tensor2D, bias: bias ? (upload(bias) as tf.Tensor1D) : null });
     });
   const attn = layer.attn;
   // LlamaAttention folds 1/sqrt(d) (a float32) into the q heads, its first numHeads blocks.
@@ -146,7 +156,7 @@ function captureSlots(layer: LlamaDecoderLayer): Slot[] | null {
   linear(mlp.gate, () => 1);
   linear(mlp.up, () => 1);
   mlp.downRows.forEach((l) => linear(l, () => 1));
-  return slots;
+  return { slots, hostBytes };
 }
 
 /** A decoder layer whose tensors are created from host copies for each call and disposed after it. */
@@ -167,18 +177,16 @@ export class StreamedDecoderLayer {
     this.#build = build;
     this.offHeapParameters = source.parameters;
     const layer = build(source);
-    let slots: Slot[] | null;
+    let moved: ReturnType<typeof moveToHost>;
     try {
-      slots = captureSlots(layer);
+      moved = moveToHost(layer);
     } finally {
-      layer.dispose();
+      layer.dispose(); // the Linear blocks keep disposed placeholders (shapes) and fetch from the host
     }
-    this.#slots = slots;
-    this.#layer = slots ? layer : null;
-    this.#source = slots ? null : source;
-    this.hostBytes = slots
-      ? slots.reduce((n, s) => n + (s.host.f16 ? s.host.f16.byteLength : (s.host.f32 as Float32Array).byteLength), 0)
-      : source.bytes;
+    this.#slots = moved ? moved.slots : null;
+    this.#layer = moved ? layer : null;
+    this.#source = moved ? null : source;
+    this.hostBytes = moved ? moved.hostBytes : source.bytes;
   }
 
   apply(x: tf.Tensor2D, rope: DecoderLayerArgs[1], cache: KVCache['layers'][number], mask: tf.Tensor2D | null, scoreRow: number | undefined): ReturnType<LlamaDecoderLayer['apply']> {
