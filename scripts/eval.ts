@@ -13,7 +13,7 @@ import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
 import { LlavaModel } from '../src/llava.js';
 import type { MergeConfig } from '../merge/index.js';
-import { examples, QUESTION_TYPES } from '../src/train/shapes.js';
+import { examples, ALL_QUESTION_TYPES } from '../src/train/shapes.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -111,7 +111,7 @@ async function main(): Promise<void> {
       correct,
       questions: data.length,
       imagesPerSecond: data.length / seconds,
-      byType: Object.fromEntries(QUESTION_TYPES.filter((q) => perType[q]).map((q) => [q, perType[q][0] / perType[q][1]])),
+      byType: Object.fromEntries(ALL_QUESTION_TYPES.filter((q) => perType[q]).map((q) => [q, perType[q][0] / perType[q][1]])),
       merge: s.merge,
     };
     rows.push(row);
@@ -132,7 +132,7 @@ async function main(): Promise<void> {
 }
 
 export function markdownTable(rows: Row[]): string {
-  const types = QUESTION_TYPES.filter((t) => rows.some((r) => r.byType[t] !== undefined));
+  const types = ALL_QUESTION_TYPES.filter((t) => rows.some((r) => r.byType[t] !== undefined));
   const lines = [
     `| rule | budget | image tokens (after vision stage) | accuracy | images/s | ${types.join(' | ')} |`,
     `|---|---|---|---|---|${types.map(() => '---').join('|')}|`,

@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       prompt: 'What colour is the star?',
       answer: star.colour,
       other_questions: [
-        { prompt: 'How many circles are there?', answer: 'one' },
+        { prompt: `Is there a ${star.colour} star?`, answer: 'yes' },
         { prompt: `Where is the ${star.colour} star?`, answer: ['top-left', 'top-right', 'bottom-left', 'bottom-right'][star.quadrant] },
         { prompt: `What shape is the ${scene.items[0].colour} object?`, answer: scene.items.filter((s) => s.colour === scene.items[0].colour).length === 1 ? scene.items[0].shape : null },
       ],

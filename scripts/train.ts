@@ -1,12 +1,16 @@
 // Trains the shapes LLaVA (src/train/) on the synthetic task, with checkpoints and resume
 // (rerun the same command: it continues from <ckpt>/state.json). The shipped model came from:
-//   1. image path pretraining (vision tower + projector + lm_head on per-patch colour/shape words):
-//      node dist/scripts/train.js --mode vision --ckpt checkpoints/vision --images 16 --questions 1 \
-//        --lr 0.0003 --warmup 20 --decay-steps 100000 --val-every 25 --minutes 3      (200 steps)
-//   2. the whole model on the answers (+ 0.3 x the per-patch loss), simple scenes first:
-//      node dist/scripts/train.js --ckpt checkpoints/joint --init checkpoints/vision/model.safetensors \
-//        --curriculum 1:150,2:300 --minutes 27                                       (best: step 700)
-// Run with `nice -n 19` on a shared machine.
+//   1. image path pretraining (vision tower + projector + final norm + lm_head on the per-patch
+//      colour / shape / quadrant words), 9 minutes on one core (797 steps):
+//      node dist/scripts/train.js --mode vision --threads 1 --ckpt checkpoints/vision --images 16 \
+//        --questions 1 --turns 1 --lr 0.001 --warmup 20 --decay-steps 900 --val-every 100 --minutes 9
+//   2. projector + decoder on the answers (+ 0.3 x the per-patch loss), the vision tower frozen,
+//      4-turn conversations, 1-shape then 2-shape scenes first, 48 minutes on one core:
+//      node dist/scripts/train.js --threads 1 --ckpt checkpoints/joint --init checkpoints/vision/model.safetensors \
+//        --images 8 --questions 1 --turns 4 --lr 0.001 --warmup 50 --decay-steps 4200 \
+//        --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 48
+// --threads 2 (the default) splits each step's images with a gradient worker thread on the other
+// core (src/train/data-parallel.ts). Run with `nice -n 19` on a shared machine.
 // Progress: one line per --log-every steps (loss, steps/s, examples seen), validation accuracy
 // every --val-every steps; the best validation model is written to --out as a HF folder.
 import * as tf from '@tensorflow/tfjs-core';
@@ -16,9 +20,13 @@ import { parseArgs } from 'node:util';
 import { selectBackend } from '../src/backend.js';
 import { ImageProcessor } from '../src/preprocess.js';
 import { LlavaTokenizer } from '../src/tokenizer.js';
-import { makeBatch, type BatchContext, type LabelledBatch } from '../src/train/data.js';
+import { answerId, makeBatch, type BatchContext } from '../src/train/data.js';
 import { SHAPES_MODEL, writeModelFiles, writeModelFolder } from '../src/train/export.js';
+import { ALL_QUESTION_TYPES, COLOURS, QUADRANTS, QUESTION_TYPES, SHAPES, type QuestionType } from '../src/train/shapes.js';
 import { TrainableLlava } from '../src/train/model.js';
+import { predictAnswers } from '../src/train/loss.js';
+import { parallelLossAndGradients, GradientWorker } from '../src/train/data-parallel.js';
+import { trainedVariables, type BatchSpec, type StepOptions } from '../src/train/step.js';
 import { writeSafetensors } from '../src/train/safetensors-write.js';
 import { SafetensorsFile } from '../weights/safetensors.js';
 import { registerAllGradients } from '../src/train/gradients.js';
@@ -46,82 +54,31 @@ const { values: args } = parseArgs({
     // 'vision': pretrain the image path only (vision tower, projector, final norm, lm_head) on the
     // dense per-patch targets; 'joint': the whole model on the answers (+ --aux)
     mode: { type: 'string', default: 'joint' },
-    // initial weights (a model.safetensors) when the checkpoint folder has no state yet
+    // initial image-path weights (a --mode vision model.safetensors) when the checkpoint folder has no state yet
     init: { type: 'string' },
     // curriculum: "1:700,2:1100" = at most 1 shape per training image before step 700, 2 before 1100, then 4
     curriculum: { type: 'string', default: '' },
     // weight of the dense auxiliary loss: at each image token, predict the colour and shape of the
     // shape covering that patch ('no' for background); training only, makes the image tokens carry content
     aux: { type: 'string', default: '0.3' },
+    // questions per sequence (a multi-turn conversation about the image; validation asks one)
+    turns: { type: 'string', default: '4' },
+    // 2: data-parallel on both cores (a gradient worker thread takes half of each step's images)
+    threads: { type: 'string', default: '2' },
+    // question types to train on (default: the task's, shapes.QUESTION_TYPES), e.g. colour,shape,count,where,exist
+    types: { type: 'string' },
+    // init std of the decoder's q/k projections (new runs only)
+    'qk-std': { type: 'string', default: '0.02' },
   },
 });
 const num = (k: keyof typeof args) => Number(args[k]);
-
-/** Cross-entropy on the answer token and the EOS after it. */
-function loss(logits: tf.Tensor2D, batch: LabelledBatch, vocab: number): tf.Scalar {
-  const T = 3 + (SHAPES_MODEL.vision.imageSize / SHAPES_MODEL.vision.patchSize) ** 2 + batch.suffixLength;
-  const rows = logits.shape[0];
-  const target = new Float32Array(rows * vocab);
-  let count = 0;
-  batch.answerRow.forEach((r, s) => {
-    const row = s * T + 3 + 64 + r;
-    target[row * vocab + batch.answerId[s]] = 1;
-    target[(row + 1) * vocab + batch.eosId] = 0.5;
-    count++;
-  });
-  const aux = num('aux');
-  if (aux > 0) {
-    const N = 64;
-    const w = (aux * count) / (batch.numImages * N);
-    batch.patchTargets.forEach((targets, i) => {
-      const s = i * batch.perImage; // the first sequence of each image
-      targets.forEach((t, n) => {
-        const row = s * T + 3 + n;
-        if (t) {
-          target[row * vocab + t[0]] += 0.5 * w;
-          target[row * vocab + t[1]] += 0.5 * w;
-        } else target[row * vocab + batch.noId] += w;
-      });
-    });
-  }
-  return tf.div(tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.tensor2d(target, [rows, vocab])))), count) as tf.Scalar;
-}
-
-/** Dense per-patch loss on the image-only logits: colour + shape of the covering shape, 'no' for background. */
-function patchLoss(logits: tf.Tensor2D, batch: LabelledBatch, vocab: number): tf.Scalar {
-  const rows = logits.shape[0];
-  const target = new Float32Array(rows * vocab);
-  batch.patchTargets.forEach((targets, i) =>
-    targets.forEach((t, n) => {
-      const row = i * 64 + n;
-      if (t) {
-        // shape patches are rare: weight them up
-        target[row * vocab + t[0]] = 2;
-        target[row * vocab + t[1]] = 2;
-      } else target[row * vocab + batch.noId] = 1;
-    }),
-  );
-  return tf.div(tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.tensor2d(target, [rows, vocab])))), rows) as tf.Scalar;
-}
-
-/** Greedy answers (argmax at the answer row) for a batch. */
-export function predict(model: TrainableLlava, batch: LabelledBatch, group: number): number[] {
-  const N = (SHAPES_MODEL.vision.imageSize / SHAPES_MODEL.vision.patchSize) ** 2;
-  const T = 3 + N + batch.suffixLength;
-  return tf.tidy(() => {
-    const logits = model.forward(batch, { vision: group, text: group });
-    const rows = batch.answerRow.map((r, s) => s * T + 3 + N + r);
-    const arg = tf.argMax(logits, 1).dataSync();
-    return rows.map((r) => arg[r]);
-  });
-}
 
 async function validate(model: TrainableLlava, ctx: BatchContext, size: number, group: number): Promise<{ acc: number; byType: Record<string, string> }> {
   const per: Record<string, [number, number]> = {};
   let right = 0;
   for (let start = 0; start < size; start += 16) {
     const batch = makeBatch(ctx, 'val', start, Math.min(16, size - start), 1);
-    const pred = predict(model, batch, group);
+    const pred = predictAnswers(model, batch, group);
     pred.forEach((p, i) => {
       const ok = p === batch.answerId[i];
       right += ok ? 1 : 0;
@@ -141,17 +98,22 @@ async function main(): Promise<void> {
   mkdirSync(ckpt, { recursive: true });
   writeModelFiles(out, SHAPES_MODEL);
   const ctx: BatchContext = { shape: SHAPES_MODEL, processor: await ImageProcessor.fromFile(out), tokenizer: await LlavaTokenizer.fromDir(out) };
-  const model = new TrainableLlava(SHAPES_MODEL, 0);
+  const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std') });
   const visionMode = args.mode === 'vision';
-  const vars = visionMode ? model.imagePathVariables() : model.trainable();
+  const stepOptions: StepOptions = { mode: visionMode ? 'vision' : 'joint', aux: num('aux'), group: num('group') };
+  const vars = trainedVariables(model, stepOptions.mode);
+  const threads = num('threads');
+  if (threads !== 1 && threads !== 2) throw new Error(`--threads must be 1 or 2, got ${args.threads}`);
+  const worker = threads === 2 ? await GradientWorker.start({ shape: SHAPES_MODEL, filesDir: out, step: stepOptions }) : null;
   const optimizer = tf.train.adam(num('lr'), 0.9, 0.98, num('eps'));
   const statePath = join(ckpt, 'state.json');
   let state = { step: 0, best: 0, lossEma: 0, seconds: 0 };
   if (!existsSync(statePath) && args.init) {
     const weights = SafetensorsFile.open(resolve(args.init));
-    model.importTensors((n) => (weights.entry(n) ? weights.readFloat32(n) : undefined));
+    // the image path only (vision tower, projector, final norm, lm_head): what --mode vision trains
+    model.importTensors((n) => (weights.entry(n) ? weights.readFloat32(n) : undefined), new Set(model.imagePathVariables()));
     weights.close();
-    console.log(`initialised from ${args.init}`);
+    console.log(`image path initialised from ${args.init}`);
   }
   if (existsSync(statePath)) {
     state = JSON.parse(readFileSync(statePath, 'utf8'));
@@ -165,7 +127,7 @@ async function main(): Promise<void> {
     console.log(`resumed from ${ckpt} at step ${state.step} (best validation ${state.best.toFixed(3)})`);
   }
   const params = vars.reduce((a, v) => a + v.size, 0);
-  console.log(`training ${params.toLocaleString('en-US')} parameters on ${tf.getBackend()}: ${num('images')} images x ${num('questions')} questions per step, lr ${num('lr')}`);
+  console.log(`training ${params.toLocaleString('en-US')} parameters on ${tf.getBackend()} (${threads} thread${threads === 2 ? 's' : ''}): ${num('images')} images x ${num('questions')} questions per step, lr ${num('lr')}`);
   const saveCheckpoint = async () => {
     writeSafetensors(join(ckpt, 'model.safetensors'), model.exportTensors());
     const ow = await optimizer.getWeights();
@@ -181,6 +143,8 @@ async function main(): Promise<void> {
   let windowSteps = 0;
   const images = num('images');
   const perImage = num('questions');
+  const turns = num('turns');
+  const types = args.types ? parseTypes(args.types) : QUESTION_TYPES;
   while (state.step < num('steps') && Date.now() < deadline) {
     const step = state.step;
     const warm = Math.min(1, (step + 1) / num('warmup'));
@@ -192,38 +156,38 @@ async function main(): Promise<void> {
       const [n, until] = part.split(':').map(Number);
       if (step < until) maxShapes = n;
     }
-    const batch = makeBatch(ctx, 'train', step * images, images, perImage, maxShapes);
-    const tData = performance.now() - t0;
-    const lossValue = tf.tidy(() => {
-      const f = visionMode
-        ? () => patchLoss(model.imageTokenLogits(batch.patches, batch.numImages, group), batch, SHAPES_MODEL.text.vocab)
-        : () => loss(model.forward(batch, { vision: group, text: group }), batch, SHAPES_MODEL.text.vocab);
-      const { value, grads } = tf.variableGrads(f, vars);
-      optimizer.applyGradients(grads as unknown as tf.NamedTensorMap as never);
-      return value.dataSync()[0];
-    });
+    const spec: BatchSpec = { split: 'train', start: step * images, numImages: images, perImage, maxShapes, turns, types };
+    const { loss: lossValue, grads } = await parallelLossAndGradients(model, ctx, vars, spec, stepOptions, worker);
+    optimizer.applyGradients(vars.map((v, i) => ({ name: v.name, tensor: grads[i] })));
+    tf.dispose(grads);
     const stepMs = performance.now() - t0;
     state.step++;
     state.seconds += stepMs / 1000;
     state.lossEma = step === 0 ? lossValue : 0.95 * state.lossEma + 0.05 * lossValue;
     windowSteps++;
-    if (args.bench) console.log(`step ${state.step}: loss ${lossValue.toFixed(4)}, ${stepMs.toFixed(0)} ms (data ${tData.toFixed(0)} ms), tensors ${tf.memory().numTensors}`);
+    if (args.bench) console.log(`step ${state.step}: loss ${lossValue.toFixed(4)}, ${stepMs.toFixed(0)} ms, tensors ${tf.memory().numTensors}`);
     if (state.step % num('log-every') === 0) {
       const rate = windowSteps / ((performance.now() - windowStart) / 1000);
-      console.log(`step ${state.step}: loss ${state.lossEma.toFixed(4)} (last ${lossValue.toFixed(4)}), ${rate.toFixed(2)} steps/s, ${(state.step * images * perImage).toLocaleString('en-US')} questions seen, lr ${((optimizer as unknown as { learningRate: number }).learningRate).toExponential(2)}`);
+      console.log(`step ${state.step}: loss ${state.lossEma.toFixed(4)} (last ${lossValue.toFixed(4)}), ${rate.toFixed(2)} steps/s, ${(state.step * images * perImage * turns).toLocaleString('en-US')} questions seen, lr ${((optimizer as unknown as { learningRate: number }).learningRate).toExponential(2)}`);
       windowStart = performance.now();
       windowSteps = 0;
     }
     if (state.step % num('save-every') === 0) await saveCheckpoint();
     if (state.step % num('val-every') === 0 && visionMode) {
-      const b = makeBatch(ctx, 'val', 0, 16, 1);
-      const arg = tf.tidy(() => tf.argMax(model.imageTokenLogits(b.patches, b.numImages, group), 1).dataSync());
-      let hit = 0, total = 0, bg = 0, bgTotal = 0;
+      const b = makeBatch(ctx, 'val', 0, 32, 1);
+      const logits = tf.tidy(() => model.imageTokenLogits(b.patches, b.numImages, group).arraySync());
+      // per attribute: is the target the most likely word of its kind (colour, shape, quadrant)?
+      const kinds = [COLOURS, SHAPES, QUADRANTS].map((words) => words.map((w) => answerId(ctx, w)));
+      const hits = [0, 0, 0];
+      let total = 0, bg = 0, bgTotal = 0;
       b.patchTargets.forEach((t, i) => t.forEach((x, n) => {
-        const p = arg[i * 64 + n];
-        if (x) { total++; hit += p === x[0] || p === x[1] ? 1 : 0; } else { bgTotal++; bg += p === b.noId ? 1 : 0; }
+        const row = logits[i * 64 + n];
+        const best = row.indexOf(Math.max(...row));
+        if (!x) { bgTotal++; bg += best === b.noId ? 1 : 0; return; }
+        total++;
+        kinds.forEach((ids, k) => (hits[k] += ids.reduce((a, id) => (row[id] > row[a] ? id : a), ids[0]) === x[k] ? 1 : 0));
       }));
-      console.log(`vision validation @ ${state.step}: shape patches ${hit}/${total}, background ${bg}/${bgTotal}`);
+      console.log(`vision validation @ ${state.step}: shape patches (colour/shape/quadrant) ${hits.join('/')} of ${total}, background ${bg}/${bgTotal}`);
       await saveCheckpoint();
     } else if (state.step % num('val-every') === 0) {
       const val = await validate(model, ctx, num('val-size'), group);
@@ -241,7 +205,14 @@ async function main(): Promise<void> {
     }
   }
   await saveCheckpoint();
+  await worker?.close();
   console.log(`stopped at step ${state.step}; best validation accuracy ${state.best.toFixed(3)}`);
+}
+
+function parseTypes(list: string): QuestionType[] {
+  const types = list.split(',').map((t) => t.trim());
+  for (const t of types) if (!(ALL_QUESTION_TYPES as readonly string[]).includes(t)) throw new Error(`--types: unknown question type '${t}' (known: ${ALL_QUESTION_TYPES.join(', ')})`);
+  return types as QuestionType[];
 }
 
 main().catch((e) => {

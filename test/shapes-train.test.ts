@@ -9,7 +9,9 @@ import { LlavaModel } from '../src/llava.js';
 import { ImageProcessor } from '../src/preprocess.js';
 import { LlavaTokenizer } from '../src/tokenizer.js';
 import { selectBackend } from '../src/backend.js';
-import { makeBatch, SUFFIX_LENGTH, type BatchContext } from '../src/train/data.js';
+import { makeBatch, SUFFIX_LENGTH, suffixLength, type BatchContext } from '../src/train/data.js';
+import { GradientWorker, parallelLossAndGradients } from '../src/train/data-parallel.js';
+import { lossAndGradients, trainedVariables, type StepOptions } from '../src/train/step.js';
 import { SHAPES_MODEL, writeModelFolder } from '../src/train/export.js';
 import { TrainableLlava } from '../src/train/model.js';
 import { registerAllGradients } from '../src/train/gradients.js';
@@ -49,6 +51,58 @@ describe('shapes training forward vs runtime', function () {
       let maxDiff = 0;
       for (let i = 0; i < expected.length; i++) maxDiff = Math.max(maxDiff, Math.abs(expected[i] - row[i]));
       expect(maxDiff, `sequence ${s}: ${q.question}`).to.be.lessThan(1e-3);
+    }
+  });
+
+  it('multi-turn sequences: every turn gives the runtime logits of the conversation so far', async () => {
+    const turns = 3;
+    const batch = makeBatch(ctx, 'val', 5, 2, 1, 4, turns);
+    const N = 64;
+    const T = 3 + N + suffixLength(turns);
+    const logits = tf.tidy(() => trained.forward(batch, { vision: 2, text: 2 }).arraySync() as number[][]);
+    let checked = 0;
+    for (let s = 0; s < 2; s++) {
+      const mine = batch.answerId.map((_, a) => a).filter((a) => batch.answerSeq[a] === s);
+      expect(mine.length, `sequence ${s} has several distinct questions`).to.be.greaterThan(1);
+      let prompt = 'USER: <image>\n';
+      for (const a of mine) {
+        const q = batch.questions[a];
+        prompt += `${q.question} ASSISTANT:`;
+        const expected = await runtime.logits({ prompt, images: [batch.scenes[s].image], template: 'raw' });
+        const row = logits[s * T + 3 + N + batch.answerRow[a]];
+        let maxDiff = 0;
+        for (let i = 0; i < expected.length; i++) maxDiff = Math.max(maxDiff, Math.abs(expected[i] - row[i]));
+        expect(maxDiff, `turn ${a}: ${prompt}`).to.be.lessThan(1e-3);
+        prompt += ` ${q.answer}</s>USER: `;
+        checked++;
+      }
+    }
+    expect(checked).to.equal(batch.answerId.length);
+  });
+
+  it('data-parallel step: the worker thread\'s half and this thread\'s half average to the gradients computed here', async function () {
+    this.timeout(60_000);
+    await registerAllGradients();
+    const opts: StepOptions = { mode: 'joint', aux: 0.3, group: 2 };
+    const vars = trainedVariables(trained, opts.mode);
+    const spec = { split: 'train' as const, start: 40, numImages: 4, perImage: 1, maxShapes: 4, turns: 2 };
+    const worker = await GradientWorker.start({ shape: SHAPES_MODEL, filesDir: dir, step: opts });
+    try {
+      const both = await parallelLossAndGradients(trained, ctx, vars, spec, opts, worker);
+      const first = lossAndGradients(trained, ctx, vars, { ...spec, numImages: 2 }, opts);
+      const second = lossAndGradients(trained, ctx, vars, { ...spec, start: 42, numImages: 2 }, opts);
+      expect(both.loss).to.be.closeTo((first.loss + second.loss) / 2, 1e-5);
+      let worst = 0;
+      vars.forEach((_, i) => {
+        const expected = tf.tidy(() => tf.mul(tf.add(first.grads[i], second.grads[i]), 0.5));
+        const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(both.grads[i], expected))).dataSync()[0] / Math.max(1e-12, tf.max(tf.abs(expected)).dataSync()[0]));
+        worst = Math.max(worst, diff);
+        expected.dispose();
+      });
+      expect(worst, 'largest gradient difference relative to the tensor\'s largest value').to.be.lessThan(1e-5);
+      tf.dispose([...both.grads, ...first.grads, ...second.grads]);
+    } finally {
+      await worker.close();
     }
   });
 

@@ -123,9 +123,14 @@ export class TrainableLlava {
   private readonly layouts = new Map<string, { layout: Layout; torchShape: number[] }>();
   readonly rotary: RotaryEmbedding;
 
+  /**
+   * @param init.decoderQkStd std of the decoder's q/k projections at init (default 0.02, as the
+   *   other linears; larger values start attention less uniform)
+   */
   constructor(
     readonly shape: TinyLlavaShape,
     seed = 0,
+    init: { decoderQkStd?: number } = {},
   ) {
     const rng = seedrandom(`illava-init/${seed}`);
     const normal = (n: number, std: number) => {
@@ -158,7 +163,7 @@ export class TrainableLlava {
     const N = (v.imageSize / p) ** 2;
     add(`${V}embeddings.patch_embedding.weight`, [3 * p * p, C], normal(3 * p * p * C, 0.02), 'conv', [C, 3, p, p]);
     add(`${V}embeddings.class_embedding`, [C], normal(C, 0.02), 'plain', [C]);
-    add(`${V}embeddings.position_embedding.weight`, [N + 1, C], normal((N + 1) * C, 0.02), 'plain', [N + 1, C]);
+    add(`${V}embeddings.position_embedding.weight`, [N + 1, C], sincosPositions(Math.sqrt(N), C), 'plain', [N + 1, C]);
     norm(`${V}pre_layrnorm`, C, true);
     const outStdV = 0.02 / Math.sqrt(2 * v.layers);
     for (let i = 0; i < v.layers; i++) {
@@ -180,7 +185,8 @@ export class TrainableLlava {
     for (let i = 0; i < t.layers; i++) {
       const pre = `${L}layers.${i}.`;
       norm(`${pre}input_layernorm`, D, false);
-      for (const n of ['q_proj', 'k_proj', 'v_proj']) linear(`${pre}self_attn.${n}`, D, D, false);
+      for (const n of ['q_proj', 'k_proj']) linear(`${pre}self_attn.${n}`, D, D, false, init.decoderQkStd ?? 0.02);
+      linear(`${pre}self_attn.v_proj`, D, D, false);
       linear(`${pre}self_attn.o_proj`, D, D, false, outStdT);
       norm(`${pre}post_attention_layernorm`, D, false);
       linear(`${pre}mlp.gate_proj`, D, t.intermediate, false);
@@ -335,6 +341,12 @@ export class TrainableLlava {
       .map(([, v]) => v);
   }
 
+  /** Variables of the projector and the language model (everything trainable but the vision tower). */
+  decoderSideVariables(): tf.Variable[] {
+    const keep = new Set(this.trainable());
+    return [...this.params.entries()].filter(([name, v]) => keep.has(v) && !name.startsWith(V)).map(([, v]) => v);
+  }
+
   /** Tensors with llava-hf (old scheme) names in PyTorch layouts. */
   exportTensors(): NamedArray[] {
     const out: NamedArray[] = [];
@@ -353,9 +365,10 @@ export class TrainableLlava {
     return out;
   }
 
-  /** Loads values saved by exportTensors (PyTorch layouts). */
-  importTensors(read: (name: string) => Float32Array | undefined): void {
+  /** Loads values saved by exportTensors (PyTorch layouts); only those of `only` when given. */
+  importTensors(read: (name: string) => Float32Array | undefined, only?: ReadonlySet<tf.Variable>): void {
     for (const [name, variable] of this.params) {
+      if (only && !only.has(variable)) continue;
       const data = read(name);
       if (!data) throw new Error(`checkpoint has no ${name}`);
       const { layout } = this.layouts.get(name)!;
@@ -372,6 +385,30 @@ export class TrainableLlava {
   dispose(): void {
     this.params.forEach((v) => v.dispose());
   }
+}
+
+/**
+ * Initial position embeddings [1 + g*g, C]: 0 for CLS, then MAE's fixed 2-D sin-cos table (half
+ * the channels for the column, half for the row) at unit amplitude. With CLIP's N(0, 0.02) init
+ * the position was ~3% of a token after patch embedding, and the per-patch quadrant target was
+ * still at chance after 400 steps of image-path pretraining; with this it is learnable at once.
+ */
+function sincosPositions(g: number, C: number): Float32Array {
+  const out = new Float32Array((g * g + 1) * C);
+  const quarter = C / 4;
+  for (let y = 0; y < g; y++) {
+    for (let x = 0; x < g; x++) {
+      const row = (1 + y * g + x) * C;
+      for (let i = 0; i < quarter; i++) {
+        const freq = 1 / 10000 ** (i / quarter);
+        out[row + i] = Math.sin(x * freq);
+        out[row + quarter + i] = Math.cos(x * freq);
+        out[row + 2 * quarter + i] = Math.sin(y * freq);
+        out[row + 3 * quarter + i] = Math.cos(y * freq);
+      }
+    }
+  }
+  return out;
 }
 
 function gcd(a: number, b: number): number {
