@@ -5,10 +5,12 @@
 //      node dist/scripts/train.js --mode vision --threads 1 --ckpt checkpoints/vision --images 16 \
 //        --questions 1 --turns 1 --lr 0.001 --warmup 20 --decay-steps 900 --val-every 100 --minutes 9
 //   2. projector + decoder on the answers (+ 0.3 x the per-patch loss), the vision tower frozen,
-//      4-turn conversations, 1-shape then 2-shape scenes first, 48 minutes on one core:
-//      node dist/scripts/train.js --threads 1 --ckpt checkpoints/joint --init checkpoints/vision/model.safetensors \
-//        --images 8 --questions 1 --turns 4 --lr 0.001 --warmup 50 --decay-steps 4200 \
-//        --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 48
+//      conversations of 4 then 6 questions, 1-shape then 2-shape scenes first (67 min in all):
+//      node dist/scripts/train.js --threads 1 --qk-std 0.05 --ckpt checkpoints/joint \
+//        --init checkpoints/vision/model.safetensors --images 8 --turns 4 --lr 0.001 --warmup 50 \
+//        --decay-steps 4200 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
+//      then, resuming (same --ckpt), --threads 2 --images 16 --turns 6 --decay-steps 4800 until
+//      step 4551 (the best validation, 95.0%, at step 4400 is the shipped model)
 // --threads 2 (the default) splits each step's images with a gradient worker thread on the other
 // core (src/train/data-parallel.ts). Run with `nice -n 19` on a shared machine.
 // Progress: one line per --log-every steps (loss, steps/s, examples seen), validation accuracy

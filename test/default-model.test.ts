@@ -35,13 +35,13 @@ describe('default model (models/default)', function () {
     expect(out.sequenceLength.input).to.equal(out.promptIds.length - 1 + 64);
   });
 
-  // The shipped model reaches about 83% on validation (see README). On these 20 fixed validation
-  // images (indices 5000-5019, never used to pick the checkpoint; the truth comes from the
-  // generator) it answers 17 right, all checked against the generator's answers; those must stay
-  // right, and the total must stay at 17 or more.
-  const VERIFIED_RIGHT = new Set([0, 2, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+  // The shipped model reaches 95% on validation and 94.2% on test (see README). On these 20 fixed
+  // validation images (indices 5000-5019, never used to pick the checkpoint; the truth comes from
+  // the generator) it answers 19 right, all checked against the generator's answers; those must
+  // stay right, and the total must stay at 19 or more.
+  const VERIFIED_RIGHT = new Set([0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
 
-  it('answers fixed generated questions: the 17 verified ones exactly, at least 17 of 20 in all', async () => {
+  it('answers fixed generated questions: the 19 verified ones exactly, at least 19 of 20 in all', async () => {
     const data = examples('val', 20, 5000);
     let right = 0;
     const wrong: string[] = [];
@@ -52,7 +52,7 @@ describe('default model (models/default)', function () {
       else wrong.push(`${e.question} -> '${answer}' (expected ${e.answer})`);
       if (VERIFIED_RIGHT.has(i)) expect(answer, `example ${i}: ${e.question}`).to.equal(e.answer);
     }
-    expect(right, wrong.join('; ')).to.be.at.least(17);
+    expect(right, wrong.join('; ')).to.be.at.least(19);
   });
 
   it('runs with the iLLaVA preset (64 -> 32 tokens in the vision stage, then the language stage)', async () => {
