@@ -46,10 +46,11 @@ export type QuestionType = 'colour' | 'shape' | 'count' | 'where' | 'exist';
 export const ALL_QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', 'count', 'where', 'exist'];
 /**
  * The task's question types. Counting is left out: trained with the other four (same model,
- * 2,100 steps, bench/eval/README.md), its validation accuracy stayed at the answer prior
- * (59-63%, "one") while colour reached 100% and the rest 67-83%: a softmax average cannot tell
- * one matching token from two unless the decoder learns an attention sink, which an hour of
- * training on 2 cores did not find. `count` stays available (askQuestions' `types`, train --types).
+ * 2,200 steps, bench/eval/README.md), its validation accuracy stayed at the answer prior
+ * (59-63%, "one") while colour reached 100% and the rest 76-83%: a softmax average cannot tell
+ * one matching token from two unless the decoder learns an attention sink. (Steps 1100-2200 of
+ * that run had the data-parallel bug fixed later, so counting was not retried with a clean run.)
+ * `count` stays available (askQuestions' `types`, train --types).
  */
 export const QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', 'where', 'exist'];
 
