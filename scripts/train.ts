@@ -54,7 +54,8 @@ const { values: args } = parseArgs({
     backend: { type: 'string', default: 'wasm' },
     bench: { type: 'boolean', default: false },
     // 'vision': pretrain the image path only (vision tower, projector, final norm, lm_head) on the
-    // dense per-patch targets; 'joint': the whole model on the answers (+ --aux)
+    // dense per-patch targets; 'joint': the projector and decoder on the answers (+ --aux), the
+    // vision tower frozen (src/train/step.ts)
     mode: { type: 'string', default: 'joint' },
     // initial image-path weights (a --mode vision model.safetensors) when the checkpoint folder has no state yet
     init: { type: 'string' },
@@ -183,7 +184,7 @@ async function main(): Promise<void> {
       const hits = [0, 0, 0];
       let total = 0, bg = 0, bgTotal = 0;
       b.patchTargets.forEach((t, i) => t.forEach((x, n) => {
-        const row = logits[i * 64 + n];
+        const row = logits[i * t.length + n];
         const best = row.indexOf(Math.max(...row));
         if (!x) { bgTotal++; bg += best === b.noId ? 1 : 0; return; }
         total++;
