@@ -1,7 +1,9 @@
 // CLIP self-attention (bidirectional, q/k/v/out with biases) on [N, C] tokens of one image.
 import * as tf from '@tensorflow/tfjs-core';
 import { attendHeads, type AttentionExtras } from './attention.js';
-import { Linear } from './linear.js';
+import { Linear, headBlocks } from './linear.js';
+import { checkHeadBlocks } from './llama-attention.js';
+import { PackedLinear } from './packed/packed-linear.js';
 
 export interface ClipAttentionOutput {
   /** [N, C] after out_proj. */
@@ -14,7 +16,7 @@ export interface ClipAttentionOutput {
 
 export class ClipAttention {
   /** [C, 3C] in 3H column blocks of one head each: q heads (scaled by 1/sqrt(d)), k heads, v heads. */
-  readonly qkv: Linear;
+  readonly qkv: Linear | PackedLinear;
 
   /**
    * @param qkv [C, 3C]: q, k, v projections side by side. Re-laid out here (once, at load) into
@@ -23,8 +25,8 @@ export class ClipAttention {
    * @param outProj [C, C]
    */
   constructor(
-    qkv: Linear,
-    readonly outProj: Linear,
+    qkv: Linear | PackedLinear,
+    readonly outProj: Linear | PackedLinear,
     readonly numHeads: number,
   ) {
     const width = outProj.inFeatures;
@@ -32,8 +34,8 @@ export class ClipAttention {
     if (qkv.outFeatures !== 3 * width || !Number.isInteger(headDim)) {
       throw new Error(`ClipAttention: q/k/v projection has ${qkv.outFeatures} outputs, expected 3 x ${width} split into ${numHeads} heads`);
     }
-    const scale = 1 / Math.sqrt(headDim);
-    this.qkv = qkv.reblock(new Array<number>(3 * numHeads).fill(headDim), (c) => (c < width ? scale : 1));
+    const layout = headBlocks(numHeads, 2 * numHeads, headDim);
+    this.qkv = qkv instanceof PackedLinear ? checkHeadBlocks(qkv, layout.widths) : qkv.reblock(layout.widths, layout.columnScale);
   }
 
   apply(x: tf.Tensor2D, extras: Omit<AttentionExtras, 'mask' | 'returnRow'> & { returnKeys?: boolean } = {}): ClipAttentionOutput {

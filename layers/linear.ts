@@ -96,6 +96,17 @@ export function blockMatMul(x: tf.Tensor2D, block: LinearBlock): tf.Tensor2D {
   }
 }
 
+/**
+ * The output layout attention wants from a q/k/v projection: one block of d columns per head
+ * (qHeads query heads, then the key and value heads), with 1/sqrt(d) folded into the q columns
+ * (RoPE is linear, so scaling before it is the same): every head comes out of the projection on
+ * its own, nothing is split, nothing is scaled per call.
+ */
+export function headBlocks(qHeads: number, otherHeads: number, d: number): { widths: number[]; columnScale: (col: number) => number } {
+  const scale = 1 / Math.sqrt(d);
+  return { widths: new Array<number>(qHeads + otherHeads).fill(d), columnScale: (c) => (c < qHeads * d ? scale : 1) };
+}
+
 export class Linear {
   readonly inFeatures: number;
   readonly outFeatures: number;

@@ -2,7 +2,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attendHeads } from './attention.js';
 import type { LayerKVCache } from './kv-cache.js';
-import { Linear } from './linear.js';
+import { Linear, headBlocks } from './linear.js';
+import { PackedLinear } from './packed/packed-linear.js';
 import { RotaryEmbedding } from './rope.js';
 
 export interface LlamaAttentionInput {
@@ -20,17 +21,18 @@ export interface LlamaAttentionInput {
 
 export class LlamaAttention {
   /** [D, (H + 2 Hkv) d] in one column block per head: q heads (scaled by 1/sqrt(d)), k heads, v heads. */
-  readonly qkv: Linear;
+  readonly qkv: Linear | PackedLinear;
 
   /**
    * @param qkv [D, (H + 2 Hkv) d]: q, k, v projections side by side. Re-laid out here (once, at
    *   load) into one block per head with 1/sqrt(d) folded into the q columns (RoPE is linear, so
    *   scaling before it is the same): every head comes out of its own 2-D matmul, nothing is split.
+   *   A PackedLinear must already have that layout (built with headBlocks()).
    * @param outProj [H d, D]
    */
   constructor(
-    qkv: Linear,
-    readonly outProj: Linear,
+    qkv: Linear | PackedLinear,
+    readonly outProj: Linear | PackedLinear,
     readonly numHeads: number,
     readonly numKvHeads: number,
     readonly rotary: RotaryEmbedding,
@@ -39,8 +41,9 @@ export class LlamaAttention {
     if (qkv.outFeatures !== (numHeads + 2 * numKvHeads) * d) {
       throw new Error(`LlamaAttention: q/k/v projection has ${qkv.outFeatures} outputs, expected (${numHeads} + 2 x ${numKvHeads}) x ${d}`);
     }
-    const scale = 1 / Math.sqrt(d);
-    this.qkv = qkv.reblock(new Array<number>(numHeads + 2 * numKvHeads).fill(d), (c) => (c < numHeads * d ? scale : 1));
+    const layout = headBlocks(numHeads, 2 * numKvHeads, d);
+    // A packed projection is laid out by its builder (PackedLinear.fromTorch with this layout).
+    this.qkv = qkv instanceof PackedLinear ? checkHeadBlocks(qkv, layout.widths) : qkv.reblock(layout.widths, layout.columnScale);
   }
 
   apply(input: LlamaAttentionInput): { out: tf.Tensor2D; row?: tf.Tensor2D } {
@@ -70,4 +73,12 @@ export class LlamaAttention {
     this.qkv.dispose();
     this.outProj.dispose();
   }
+}
+
+/** A packed q/k/v projection whose output blocks are the heads (headBlocks()). */
+export function checkHeadBlocks(qkv: PackedLinear, widths: readonly number[]): PackedLinear {
+  if (qkv.widths.length !== widths.length || qkv.widths.some((w, i) => w !== widths[i])) {
+    throw new Error(`attention: a packed q/k/v projection must have one output block per head (${widths.length} of ${widths[0]}), got ${qkv.widths.length} blocks`);
+  }
+  return qkv;
 }

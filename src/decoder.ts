@@ -2,6 +2,7 @@
 // language-stage token merge applied to the prefill before chosen layers.
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParallelMlp } from '../layers/parallel.js';
+import type { PackedGatedMlp, PackedLinear } from '../layers/packed/index.js';
 import type { StreamedDecoderLayer } from './streamed.js';
 import { GatedMlp, KVCache, LlamaAttention, Linear, RMSNorm, RotaryEmbedding, causalMask } from '../layers/index.js';
 
@@ -11,7 +12,7 @@ export class LlamaDecoderLayer {
     readonly inputNorm: RMSNorm,
     readonly attn: LlamaAttention,
     readonly postNorm: RMSNorm,
-    readonly mlp: GatedMlp | ParallelMlp,
+    readonly mlp: GatedMlp | ParallelMlp | PackedGatedMlp,
   ) {}
 
   apply(
@@ -63,8 +64,8 @@ export class LlamaDecoder {
     /** Resident layers, or StreamedDecoderLayers built per call from host bytes (src/streamed.ts). */
     readonly layers: Array<LlamaDecoderLayer | StreamedDecoderLayer>,
     readonly finalNorm: RMSNorm,
-    /** [D, V] */
-    readonly lmHead: Linear,
+    /** [D, V] (float32 tensors, or packed) */
+    readonly lmHead: Linear | PackedLinear,
     headDim: number,
     ropeTheta: number,
   ) {

@@ -21,6 +21,9 @@ import { decodeTokens, type PreparedPrompt } from './generation.js';
 import type { VisionTower } from './vision.js';
 import type { Projector } from './projector.js';
 import type { LlamaDecoder } from './decoder.js';
+import { PackedRuntime } from '../layers/packed/index.js';
+import type { QuantizedFile, PackedFormat } from '../weights/index.js';
+import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
 import { MergeSession, resolveModelMerge, type ImageMergeReport, type MergeOption } from './merging.js';
 
 /** Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing preprocessing. */
@@ -100,6 +103,8 @@ export interface ModelParts {
   source: WeightSource;
   tokenizer: LlavaTokenizer;
   imageProcessor: ImageProcessor;
+  /** Identifies the weights' contents for the packed cache (fromPretrained: the weight files' names, sizes and times); without it nothing is cached. */
+  fingerprint?: string;
 }
 
 export interface LoadOptions {
@@ -120,6 +125,31 @@ export interface LoadOptions {
    * the backend's budget (chooseResidency).
    */
   weights?: ResidencyOption;
+  /**
+   * Format of the decoder's and lm_head's linear weights: 'f32' (float32 tensors), 'f16', 'q8_0'
+   * or 'q4_0' (packed in our own WebAssembly memories and kernels: layers/packed/), or 'auto'
+   * (default): f32 when the float32 model fits the backend, else q8_0 (src/packing.ts).
+   */
+  weightFormat?: WeightFormatOption;
+  /** Format of the vision tower's and projector's linear weights (default: weightFormat). */
+  visionWeightFormat?: WeightFormatOption;
+  /**
+   * Folder of the packed cache (default $ILLAVA_CACHE_DIR or ~/.cache/illava), or false for none.
+   * A load with packed formats reads the matrices from there when they match the weight files, and
+   * writes them there otherwise, so a second load does not quantize again.
+   */
+  quantizedCache?: string | false;
+}
+
+/** How a model's weights were laid out at load. */
+export interface WeightLayout {
+  formats: WeightFormats;
+  /** Bytes of packed weights (outside the tensor heap). */
+  packedBytes: number;
+  /** Packed-cache files read and written at load. */
+  cacheRead: string[];
+  cacheWritten: string[];
+  warnings: string[];
 }
 
 export class LlavaModel {
@@ -137,6 +167,9 @@ export class LlavaModel {
     private readonly pool?: ParallelPool,
     /** Where the decoder layers' weights live, and why (LoadOptions.weights). */
     readonly residency: { residency: Residency; reason: string } = { residency: 'resident', reason: 'default' },
+    private readonly runtime?: PackedRuntime,
+    /** Weight formats, packed bytes and the packed cache used at load. */
+    readonly layout: WeightLayout = { formats: { decoder: 'f32', vision: 'f32', reason: 'default' }, packedBytes: 0, cacheRead: [], cacheWritten: [], warnings: [] },
   ) {}
 
   /** Storage dtypes of the weight files (tensors are float32 in memory). */
@@ -151,7 +184,7 @@ export class LlavaModel {
     const imageProcessor = await ImageProcessor.fromFile(dir);
     const source = openWeights(dir);
     try {
-      return await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor }, options);
+      return await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor, fingerprint: weightFingerprint(dir) }, options);
     } finally {
       source.close();
     }
@@ -174,16 +207,46 @@ export class LlavaModel {
     if (threads !== 1 && threads !== 2) throw new Error(`threads must be 1 or 2, got ${String(threads)}`);
     const want = options.weights ?? 'auto';
     if (want !== 'auto' && want !== 'resident' && want !== 'streamed') throw new Error(`weights must be auto, resident or streamed, got ${String(want)}`);
-    const residency = want === 'auto' ? chooseResidency(config, backend.name, { releaseWeights: releaseUnpackedWeightsEnabled() }) : { residency: want, reason: 'requested' };
-    const pool = threads === 2 ? await ParallelPool.start() : undefined;
+    const formats = resolveWeightFormats(
+      config,
+      backend.name,
+      checkWeightFormat(options.weightFormat ?? 'auto', 'weightFormat'),
+      options.visionWeightFormat === undefined ? undefined : checkWeightFormat(options.visionWeightFormat, 'visionWeightFormat'),
+      releaseUnpackedWeightsEnabled(),
+    );
+    const decoderPacked = packed(formats.decoder);
+    const visionPacked = packed(formats.vision);
+    if (decoderPacked && want === 'streamed') throw new Error(`weights 'streamed' is for float32 decoder layers; ${decoderPacked} weights are always resident (packed)`);
+    const residency = decoderPacked
+      ? { residency: 'resident' as const, reason: `packed ${decoderPacked}` }
+      : want === 'auto' ? chooseResidency(config, backend.name, { releaseWeights: releaseUnpackedWeightsEnabled() }) : { residency: want, reason: 'requested' };
+    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads) : undefined;
+    // The tfjs worker (layers/parallel.ts) splits float32 MLPs; packed layers use the runtime's threads.
+    const pool = threads === 2 && (!decoderPacked || !visionPacked) ? await ParallelPool.start() : undefined;
+    const cacheDir = options.quantizedCache === false || !parts.fingerprint ? null : options.quantizedCache ?? defaultCacheDir();
+    const wanted = [...new Set([decoderPacked, visionPacked].filter((f): f is PackedFormat => f !== null))];
+    const cache: Map<PackedFormat, QuantizedFile> = cacheDir && parts.fingerprint ? openPackedCache(cacheDir, parts.name, wanted, parts.fingerprint) : new Map();
     let modules;
     try {
-      modules = loadModules(source, config, options.onProgress, { pool, residency: residency.residency });
+      modules = loadModules(source, config, options.onProgress, {
+        pool,
+        residency: residency.residency,
+        packed: runtime ? { runtime, decoder: decoderPacked, vision: visionPacked, cache } : undefined,
+      });
     } catch (e) {
       await pool?.dispose();
+      await runtime?.dispose();
       throw e;
+    } finally {
+      cache.forEach((f) => f.close());
     }
-    return new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency);
+    const layout: WeightLayout = { formats, packedBytes: modules.packedLayers.reduce((n, l) => n + l.packedBytes, 0), cacheRead: [...cache.values()].map((f) => f.path), cacheWritten: [], warnings: [] };
+    if (cacheDir && parts.fingerprint && modules.packedLayers.length > 0) {
+      const { written, warnings } = writePackedCache(cacheDir, parts.name, parts.fingerprint, modules.packedLayers, modules.quantizedFormats);
+      layout.cacheWritten = written;
+      layout.warnings = warnings;
+    }
+    return new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency, runtime, layout);
   }
 
   /** Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics). */
@@ -340,11 +403,12 @@ export class LlavaModel {
     this.projector.dispose();
     this.decoder.dispose();
     void this.pool?.dispose(); // terminates the worker (it never keeps node alive anyway)
+    void this.runtime?.dispose();
   }
 
   /** Threads the heavy layers run on (LoadOptions.threads). */
   get threads(): 1 | 2 {
-    return this.pool ? 2 : 1;
+    return this.pool || (this.runtime && this.runtime.threads > 1) ? 2 : 1;
   }
 }
 

@@ -18,6 +18,9 @@ import {
   transposeToInOut,
 } from '../layers/index.js';
 import { ParallelMlp, type ParallelPool } from '../layers/parallel.js';
+import { PackedGatedMlp, PackedLinear, PackedTwoLayerMlp, type PackedLinearOptions, type PackedRuntime } from '../layers/packed/index.js';
+import { headBlocks } from '../layers/linear.js';
+import type { PackedFormat, QuantizedFile } from '../weights/index.js';
 import { MemoryWeightSource, StreamedDecoderLayer, type Residency } from './streamed.js';
 import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
 import { visionLayersRun, type LlavaConfig } from './config.js';
@@ -35,6 +38,10 @@ export interface LoadedModules {
   vision: VisionTower;
   projector: Projector;
   decoder: LlamaDecoder;
+  /** The packed layers among them (LoadModulesOptions.packed). */
+  packedLayers: PackedLinear[];
+  /** Formats some packed layer was quantized in (rather than read from the cache). */
+  quantizedFormats: ReadonlySet<PackedFormat>;
 }
 
 const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
@@ -46,6 +53,12 @@ class ParamReader {
   pool: ParallelPool | undefined;
   /** LoadModulesOptions.residency. */
   residency: Residency = 'resident';
+  /** LoadModulesOptions.packed. */
+  packed: PackedWeights | undefined;
+  /** Every packed layer made (the packed cache is written from them). */
+  readonly packedLayers: PackedLinear[] = [];
+  /** Formats some layer was quantized in at this load (not read from the cache). */
+  readonly quantizedFormats = new Set<PackedFormat>();
   /** Every tensor and module made so far: disposed together if loading fails half way (a module
    *  may re-lay its tensors out at construction, so modules are tracked as well as tensors). */
   readonly created: Array<{ dispose(): void }> = [];
@@ -103,6 +116,58 @@ class ParamReader {
     return { weight, bias: biasData };
   }
 
+  /**
+   * PyTorch Linears reading the same input, their [out, in] rows stacked into one packed
+   * [sum(out), in] weight (row stacking is packing in PyTorch layout). Read from the packed cache
+   * when it holds this matrix, else quantized from the checkpoint.
+   */
+  packedTorch(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string, format: PackedFormat, options: PackedLinearOptions = {}): PackedLinear {
+    const packed = this.packed as PackedWeights;
+    const total = outs.reduce((a, b) => a + b, 0);
+    const biasData = bias ? new Float32Array(total) : null;
+    let col = 0;
+    prefixes.forEach((prefix, i) => {
+      if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
+      col += outs[i];
+    });
+    return this.packedMatrix(prefixes.join('+'), total, inF, biasData, format, options, prefixes.length, () => {
+      const weight = new Float32Array(total * inF);
+      let row = 0;
+      prefixes.forEach((prefix, i) => {
+        weight.set(this.read(`${prefix}.weight`, [outs[i], inF], why), row * inF);
+        row += outs[i];
+      });
+      return weight;
+    });
+  }
+
+  /**
+   * A packed [N, K] layer under cache key `key`: read from the packed cache when it holds this
+   * matrix, else quantized from `weight()` (PyTorch layout [N][K]). `tensors`: how many source
+   * tensors the weight would read (for progress).
+   */
+  packedMatrix(key: string, N: number, K: number, bias: Float32Array | null, format: PackedFormat, options: PackedLinearOptions, tensors: number, weight: () => Float32Array): PackedLinear {
+    const packed = this.packed as PackedWeights;
+    const cached = packed.cache?.get(format);
+    const info = cached?.info(key);
+    if (cached && info && info.rows === N && info.cols === K) {
+      this.loaded += tensors;
+      return this.trackPacked(PackedLinear.fill(packed.runtime, format, N, K, bias, (data, scales) => cached.readInto(key, data, scales), { ...options, cacheKey: key }));
+    }
+    this.quantizedFormats.add(format);
+    return this.trackPacked(PackedLinear.fromTorch(packed.runtime, format, weight(), N, K, bias, { ...options, cacheKey: key }));
+  }
+
+  trackPacked(layer: PackedLinear): PackedLinear {
+    this.packedLayers.push(layer);
+    return this.track(layer);
+  }
+
+  /** A Linear in the given format: float32 tensors (null) or packed. */
+  anyLinear(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string, format: PackedFormat | null): Linear | PackedLinear {
+    return format ? this.packedTorch(prefixes, inF, outs, bias, why, format) : this.packedLinear(prefixes, inF, outs, bias, why);
+  }
+
   layerNorm(prefix: string, size: number, eps: number, why: string): LayerNorm {
     return new LayerNorm(this.vector(`${prefix}.weight`, size, why), this.vector(`${prefix}.bias`, size, why), eps);
   }
@@ -124,23 +189,26 @@ function buildDecoderLayer(reader: ParamReader, config: LlavaConfig, i: number, 
   const act = activation(t.hiddenAct);
   const p = `${L}layers.${i}.`;
   const w = `text_config hidden_size=${D}, heads=${t.numHeads}/${t.numKvHeads}, head_dim=${t.headDim}, intermediate_size=${t.intermediateSize}`;
+  const format = reader.packed?.decoder ?? null;
+  const qkvNames = ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`);
+  const qkv = format
+    ? reader.packedTorch(qkvNames, D, [qDim, kvDim, kvDim], t.attentionBias, w, format, headBlocks(t.numHeads, 2 * t.numKvHeads, t.headDim))
+    : reader.packedLinear(qkvNames, D, [qDim, kvDim, kvDim], t.attentionBias, w);
+  const I = t.intermediateSize;
+  const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
+  let mlp: GatedMlp | ParallelMlp | PackedGatedMlp;
+  if (format) {
+    mlp = new PackedGatedMlp(reader.packedTorch(gateUp, D, [I, I], t.mlpBias, w, format, { widths: [I, I] }), reader.packedTorch([`${p}mlp.down_proj`], I, [D], t.mlpBias, w, format), act);
+  } else if (reader.pool) {
+    mlp = parallelMlp(reader, reader.pool, 'gated', gateUp, `${p}mlp.down_proj`, D, I, t.mlpBias, t.hiddenAct, w);
+  } else {
+    mlp = new GatedMlp(reader.packedLinear(gateUp, D, [I, I], t.mlpBias, w), reader.linear(`${p}mlp.down_proj`, I, D, t.mlpBias, w), act);
+  }
   return reader.track(new LlamaDecoderLayer(
     new RMSNorm(reader.vector(`${p}input_layernorm.weight`, D, w), t.rmsNormEps),
-    reader.track(new LlamaAttention(
-      reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), D, [qDim, kvDim, kvDim], t.attentionBias, w),
-      reader.linear(`${p}self_attn.o_proj`, qDim, D, t.attentionBias, w),
-      t.numHeads,
-      t.numKvHeads,
-      rotary,
-    )),
+    reader.track(new LlamaAttention(qkv, reader.anyLinear([`${p}self_attn.o_proj`], qDim, [D], t.attentionBias, w, format), t.numHeads, t.numKvHeads, rotary)),
     new RMSNorm(reader.vector(`${p}post_attention_layernorm.weight`, D, w), t.rmsNormEps),
-    reader.pool
-      ? reader.track(parallelMlp(reader, reader.pool, 'gated', [`${p}mlp.gate_proj`, `${p}mlp.up_proj`], `${p}mlp.down_proj`, D, t.intermediateSize, t.mlpBias, t.hiddenAct, w))
-      : reader.track(new GatedMlp(
-          reader.packedLinear([`${p}mlp.gate_proj`, `${p}mlp.up_proj`], D, [t.intermediateSize, t.intermediateSize], t.mlpBias, w),
-          reader.linear(`${p}mlp.down_proj`, t.intermediateSize, D, t.mlpBias, w),
-          act,
-        )),
+    reader.track(mlp),
   ));
 }
 
@@ -159,14 +227,28 @@ export interface LoadModulesOptions {
   pool?: ParallelPool;
   /** 'streamed': decoder layers keep their weights on the host (final layout, fp16 where exact) and upload them per call (src/streamed.ts). Default 'resident'. */
   residency?: Residency;
+  /** Packed weights (f16 / q8_0 / q4_0 in our own kernels' memories) for the decoder and/or the vision side. */
+  packed?: PackedWeights;
+}
+
+/** Which linear layers are packed, and where. */
+export interface PackedWeights {
+  runtime: PackedRuntime;
+  /** Decoder layers and lm_head (null: float32 tensors). */
+  decoder: PackedFormat | null;
+  /** Vision tower and projector (null: float32 tensors). */
+  vision: PackedFormat | null;
+  /** Already-packed matrices by format (a quantized cache file), read instead of quantizing. */
+  cache?: ReadonlyMap<PackedFormat, QuantizedFile>;
 }
 
 export function loadModules(source: WeightSource, config: LlavaConfig, onProgress?: (p: LoadProgress) => void, options: LoadModulesOptions = {}): LoadedModules {
   const reader = new ParamReader(source, tensorCount(config), onProgress);
   reader.pool = options.pool;
   reader.residency = options.residency ?? 'resident';
+  reader.packed = options.packed;
   try {
-    return { vision: loadVision(reader, config), projector: loadProjector(reader, config), decoder: loadDecoder(reader, config) };
+    return { vision: loadVision(reader, config), projector: loadProjector(reader, config), decoder: loadDecoder(reader, config), packedLayers: reader.packedLayers, quantizedFormats: reader.quantizedFormats };
   } catch (e) {
     reader.created.forEach((t) => t.dispose());
     throw e;
@@ -186,17 +268,26 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
   const pre = reader.layerNorm(`${V}pre_layrnorm`, C, c.layerNormEps, why);
   const act = activation(c.hiddenAct);
   const layers: ClipEncoderLayer[] = [];
+  const format = reader.packed?.vision ?? null;
+  const H = c.numHeads;
   for (let i = 0; i < visionLayersRun(config); i++) {
     const p = `${V}encoder.layers.${i}.`;
     const w = `${why}, intermediate_size=${c.intermediateSize}`;
+    const qkvNames = ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`);
+    const qkv = format ? reader.packedTorch(qkvNames, C, [C, C, C], true, w, format, headBlocks(H, 2 * H, C / H)) : reader.packedLinear(qkvNames, C, [C, C, C], true, w);
+    const outProj = reader.anyLinear([`${p}self_attn.out_proj`], C, [C], true, w, format);
+    const I = c.intermediateSize;
+    const mlp = format
+      ? new PackedTwoLayerMlp(reader.packedTorch([`${p}mlp.fc1`], C, [I], true, w, format), reader.packedTorch([`${p}mlp.fc2`], I, [C], true, w, format), act)
+      : reader.pool
+        ? parallelMlp(reader, reader.pool, 'mlp', [`${p}mlp.fc1`], `${p}mlp.fc2`, C, I, true, c.hiddenAct, w)
+        : new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, I, true, w), reader.linear(`${p}mlp.fc2`, I, C, true, w), act);
     layers.push(
       reader.track(new ClipEncoderLayer(
         reader.layerNorm(`${p}layer_norm1`, C, c.layerNormEps, w),
-        reader.track(new ClipAttention(reader.packedLinear(['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`), C, [C, C, C], true, w), reader.linear(`${p}self_attn.out_proj`, C, C, true, w), c.numHeads)),
+        reader.track(new ClipAttention(qkv, outProj, H)),
         reader.layerNorm(`${p}layer_norm2`, C, c.layerNormEps, w),
-        reader.pool
-          ? reader.track(parallelMlp(reader, reader.pool, 'mlp', [`${p}mlp.fc1`], `${p}mlp.fc2`, C, c.intermediateSize, true, c.hiddenAct, w))
-          : reader.track(new TwoLayerMlp(reader.linear(`${p}mlp.fc1`, C, c.intermediateSize, true, w), reader.linear(`${p}mlp.fc2`, c.intermediateSize, C, true, w), act)),
+        reader.track(mlp),
       )),
     );
   }
@@ -206,13 +297,14 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
 function loadProjector(reader: ParamReader, config: LlavaConfig): Projector {
   const why = `vision hidden_size=${config.vision.hiddenSize}, text hidden_size=${config.text.hiddenSize}`;
   const D = config.text.hiddenSize;
-  return reader.track(new Projector(
-    new TwoLayerMlp(
-      reader.linear(`${P}linear_1`, config.vision.hiddenSize, D, config.projectorBias, why),
-      reader.linear(`${P}linear_2`, D, D, config.projectorBias, why),
-      activation(config.projectorHiddenAct),
-    ),
-  ));
+  const Cv = config.vision.hiddenSize;
+  const act = activation(config.projectorHiddenAct);
+  const format = reader.packed?.vision ?? null;
+  const bias = config.projectorBias;
+  const mlp = format
+    ? new PackedTwoLayerMlp(reader.packedTorch([`${P}linear_1`], Cv, [D], bias, why, format), reader.packedTorch([`${P}linear_2`], D, [D], bias, why, format), act)
+    : new TwoLayerMlp(reader.linear(`${P}linear_1`, Cv, D, bias, why), reader.linear(`${P}linear_2`, D, D, bias, why), act);
+  return reader.track(new Projector(mlp));
 }
 
 function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
@@ -250,8 +342,16 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
     }
   }
   const norm = new RMSNorm(reader.vector(`${L}norm.weight`, D, why), t.rmsNormEps);
-  const head = t.tieWordEmbeddings
-    ? reader.track(Linear.fromHost(transposeToInOut(embed, t.vocabSize, D), D, t.vocabSize, null))
-    : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
+  const format = reader.packed?.decoder ?? null;
+  let head: Linear | PackedLinear;
+  if (format && t.tieWordEmbeddings) {
+    head = reader.packedMatrix(`${L}embed_tokens`, t.vocabSize, D, null, format, {}, 0, () => embed);
+  } else if (format) {
+    head = reader.packedTorch(['language_model.lm_head'], D, [t.vocabSize], false, why, format);
+  } else {
+    head = t.tieWordEmbeddings
+      ? reader.track(Linear.fromHost(transposeToInOut(embed, t.vocabSize, D), D, t.vocabSize, null))
+      : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
+  }
   return new LlamaDecoder(embed, t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
 }

@@ -19,7 +19,7 @@
 // backend's budget, else 'streamed'; LoadOptions.weights overrides it.
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
-import { GatedMlp, type KVCache, type Linear, type LinearBlock, type RMSNorm } from '../layers/index.js';
+import { GatedMlp, Linear, type KVCache, type LinearBlock, type RMSNorm } from '../layers/index.js';
 import { readRaw, bytesToFloat32, f16WordsToFloat32, float32ToF16Bits, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
 import type { LlavaConfig } from './config.js';
 import { visionLayersRun } from './config.js';
@@ -132,7 +132,10 @@ function upload(h: HostTensor): tf.Tensor {
  */
 function moveToHost(layer: LlamaDecoderLayer): { slots: Slot[]; hostBytes: number } | null {
   const mlp = layer.mlp;
-  if (!(mlp instanceof GatedMlp)) return null;
+  const attn = layer.attn;
+  if (!(mlp instanceof GatedMlp) || !(attn.qkv instanceof Linear) || !(attn.outProj instanceof Linear)) return null;
+  const qkv = attn.qkv;
+  const outProj = attn.outProj;
   const slots: Slot[] = [];
   let hostBytes = 0;
   const held = (h: HostTensor) => {
@@ -146,12 +149,11 @@ function moveToHost(layer: LlamaDecoderLayer): { slots: Slot[]; hostBytes: numbe
       const bias = b.bias ? held(toHost(b.bias, scale(j))) : null;
       b.fetch = () => ({ weight: upload(w) as tf.Tensor2D, bias: bias ? (upload(bias) as tf.Tensor1D) : null });
     });
-  const attn = layer.attn;
   // LlamaAttention folds 1/sqrt(d) (a float32) into the q heads, its first numHeads blocks.
   const qScale = 1 / Math.sqrt(attn.rotary.headDim);
   norm(layer.inputNorm);
-  linear(attn.qkv, (j) => (j < attn.numHeads ? qScale : 1));
-  linear(attn.outProj, () => 1);
+  linear(qkv, (j) => (j < attn.numHeads ? qScale : 1));
+  linear(outProj, () => 1);
   norm(layer.postNorm);
   linear(mlp.gate, () => 1);
   linear(mlp.up, () => 1);

@@ -3,6 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ClipAttention, LayerNorm, PatchEmbedding, TwoLayerMlp } from '../layers/index.js';
 import type { ParallelMlp } from '../layers/parallel.js';
+import type { PackedTwoLayerMlp } from '../layers/packed/index.js';
 import type { TokenMerger, VisionMergeState } from '../merge/index.js';
 
 /** One pre-norm CLIP encoder block: x + attn(ln1 x), [merge], then h + mlp(ln2 h). */
@@ -11,7 +12,7 @@ export class ClipEncoderLayer {
     readonly ln1: LayerNorm,
     readonly attn: ClipAttention,
     readonly ln2: LayerNorm,
-    readonly mlp: TwoLayerMlp | ParallelMlp,
+    readonly mlp: TwoLayerMlp | ParallelMlp | PackedTwoLayerMlp,
   ) {}
 
   /**

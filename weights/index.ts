@@ -14,3 +14,9 @@ export {
   DTYPE_BYTES, bytesToFloat32, f16BytesToFloat32, f16WordsToFloat32, bf16BytesToFloat32, f32BytesToFloat32, f16BitsToNumber,
   f32BitsToF16Bits, numberToF16Bits, float32ToF16Bits, float32ToBytesLE, uint16FromBytesLE, uint16ToBytesLE,
 } from './dtype.js';
+export {
+  QK, PACKED_FORMATS, paddedCols, packedBytes, quantizeMatrix, dequantizeMatrix, quantizeActivationsQ8, referenceMatmul, checkQuantizedMatrix,
+} from './quantized.js';
+export type { WeightFormat, PackedFormat, QuantizedMatrix } from './quantized.js';
+export { QuantizedFile, writeQuantizedFile, DEFAULT_HEADER_RESERVE, META_QUANTIZED, META_FORMAT, META_SOURCE } from './quantized-file.js';
+export type { QuantizedFileInfo, WriteQuantizedOptions } from './quantized-file.js';

@@ -1,0 +1,7 @@
+// Packed (f16 / q8_0 / q4_0) weights outside the tfjs heap, with our own WebAssembly SIMD kernels.
+export { WeightArena, MEMORY_LIMIT, type ArenaSlice } from './arena.js';
+export { KernelPool, type KernelPoolOptions } from './pool.js';
+export { PackedRuntime } from './runtime.js';
+export { PackedLinear, PACKED_MATMUL, PACKED_BACKENDS, type PackedLinearOptions } from './packed-linear.js';
+export { KERNEL_URL, kernelModule, instantiateKernels, type KernelExports } from './kernel.js';
+export { PackedGatedMlp, PackedTwoLayerMlp } from './packed-mlp.js';

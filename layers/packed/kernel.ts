@@ -1,0 +1,37 @@
+// The WebAssembly SIMD kernels (kernels/matmul.ts, built into dist/kernels/matmul.wasm) as typed
+// functions. The module imports one shared memory; it is compiled once per thread and
+// instantiated once per memory (arena.ts).
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/** Exports of kernels/matmul.ts; every pointer is a byte offset into the instance's memory. */
+export interface KernelExports {
+  quantizeQ8Rows(x: number, M: number, Kp: number, xq: number, xs: number): void;
+  matmulQ8(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
+  matmulQ4(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
+  matmulF16(x: number, M: number, Kp: number, w: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number, scratch: number): void;
+  readLoop(p: number, n: number): number;
+}
+
+/** Where the built module lies, relative to this file once compiled (dist/layers/packed/ -> dist/kernels/). */
+export const KERNEL_URL = new URL('../../kernels/matmul.wasm', import.meta.url);
+
+let compiled: WebAssembly.Module | null = null;
+
+/** The compiled module (read and compiled once per thread). */
+export function kernelModule(): WebAssembly.Module {
+  if (compiled) return compiled;
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(fileURLToPath(KERNEL_URL));
+  } catch {
+    throw new Error(`packed-weight kernels not found at ${fileURLToPath(KERNEL_URL)}: run 'npm run build' (it compiles kernels/matmul.ts with AssemblyScript)`);
+  }
+  compiled = new WebAssembly.Module(new Uint8Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength));
+  return compiled;
+}
+
+/** The kernels bound to one memory. */
+export function instantiateKernels(memory: WebAssembly.Memory, module: WebAssembly.Module = kernelModule()): KernelExports {
+  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+}

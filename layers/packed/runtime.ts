@@ -1,0 +1,26 @@
+// What packed layers share: the arena holding their bytes and the threads that run their kernels.
+import { WeightArena } from './arena.js';
+import { KernelPool } from './pool.js';
+
+export class PackedRuntime {
+  readonly arena: WeightArena;
+  readonly pool: KernelPool;
+
+  /**
+   * @param threads threads that run the kernels, this one included (1: no workers)
+   * @param ioBytes per-memory region for one call's activations and results (arena.ts)
+   */
+  constructor(threads = 1, ioBytes?: number) {
+    this.arena = new WeightArena(ioBytes);
+    this.pool = new KernelPool(this.arena, threads);
+  }
+
+  get threads(): number {
+    return this.pool.threads;
+  }
+
+  async dispose(): Promise<void> {
+    await this.pool.dispose();
+    this.arena.dispose();
+  }
+}
