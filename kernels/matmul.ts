@@ -1,5 +1,5 @@
 // WebAssembly SIMD kernels for packed weights (AssemblyScript; built by `npm run build:kernels`
-// into dist/kernels/matmul.wasm).
+// into dist/kernels/kernels.wasm with attention.ts).
 //
 // Why our own kernels: tfjs has only float32 tensors, so its matmul reads 4 bytes per weight and
 // needs every weight inside its 4 GB heap; these read the packed bytes directly (2 for f16,

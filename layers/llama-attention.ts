@@ -47,6 +47,9 @@ export class LlamaAttention {
   }
 
   apply(input: LlamaAttentionInput): { out: tf.Tensor2D; row?: tf.Tensor2D } {
+    if (input.x.shape[0] === 1 && input.returnRow === undefined && this.qkv instanceof PackedLinear && this.outProj instanceof PackedLinear && this.rotary.headDim % 4 === 0) {
+      return { out: this.decodePacked(input, this.qkv, this.outProj) };
+    }
     const H = this.numHeads;
     const Hkv = this.numKvHeads;
     const fresh = tf.tidy(() => {
@@ -67,6 +70,37 @@ export class LlamaAttention {
     });
     fresh.q.forEach((t) => t.dispose());
     return { out, row };
+  }
+
+  /**
+   * One token with packed projections, off the tensor path: the q/k/v row comes back on the host,
+   * RoPE is applied there (the same float32 arithmetic as applyHeads: x cos + rotate_half(x) sin,
+   * each product and the sum rounded), k and v join the cache in arena memory, and our
+   * decode-attention kernel reads the whole cache once over all heads on every kernel thread.
+   * The tfjs path costs ~6 ops per head plus a cache concat per head per token (bench/README.md).
+   */
+  private decodePacked(input: LlamaAttentionInput, qkv: PackedLinear, outProj: PackedLinear): tf.Tensor2D {
+    const H = this.numHeads;
+    const Hkv = this.numKvHeads;
+    const d = this.rotary.headDim;
+    const half = d / 2;
+    const y = qkv.computeFlat(input.x.dataSync() as Float32Array, 1); // [(H + 2 Hkv) d]: q (scaled), k, v
+    const cos = input.rope.cos.dataSync() as Float32Array; // [d] for this position
+    const sin = input.rope.sin.dataSync() as Float32Array;
+    const f = Math.fround;
+    const rotated = new Float32Array(d);
+    for (let h = 0; h < H + Hkv; h++) {
+      const at = h * d;
+      for (let i = 0; i < half; i++) {
+        rotated[i] = f(f(y[at + i] * cos[i]) + f(-y[at + half + i] * sin[i]));
+        rotated[half + i] = f(f(y[at + half + i] * cos[half + i]) + f(y[at + i] * sin[half + i]));
+      }
+      y.set(rotated, at);
+    }
+    const kv = input.cache.toArena(qkv.runtime, Hkv, d);
+    kv.append(y.subarray(H * d, (H + Hkv) * d), y.subarray((H + Hkv) * d));
+    const attended = kv.attend(y.subarray(0, H * d), H);
+    return tf.tensor2d(outProj.computeFlat(attended, 1), [1, outProj.outFeatures]);
   }
 
   dispose(): void {

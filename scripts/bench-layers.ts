@@ -171,15 +171,7 @@ async function llamaLayer(L: LayersModule, T: number, o: Opts): Promise<Record<s
   prefill().dispose();
   const decode = () => {
     const y = block(x1, [T], null);
-    const l = cache.layers[0];
-    const trim = (ts: tf.Tensor2D[]) =>
-      ts.map((k) => {
-        const t = tf.slice(k, [0, 0], [T, -1]) as tf.Tensor2D;
-        k.dispose();
-        return t;
-      });
-    l.keys = trim(l.keys);
-    l.values = trim(l.values);
+    cache.layers[0].truncate(T);
     return y;
   };
   const td = await timeIt(decode, o.runs * 2, o.warmup);

@@ -30,9 +30,8 @@ import { LlavaTokenizer } from '../src/tokenizer.js';
 import { openWeights } from '../weights/index.js';
 import { setReleaseUnpackedWeights, wasmHeapBytes } from '../layers/index.js';
 import type { MergeConfig } from '../merge/index.js';
-import { ARCHS, REPO_ROOT, TINY_LLAVA_DIR, RandomWeightSource, archConfig, randomModelParts, type ArchName } from './random-model.js';
+import { ARCHS, BENCH_PROMPT, REPO_ROOT, TINY_LLAVA_DIR, RandomWeightSource, archConfig, randomModelParts, type ArchName } from './random-model.js';
 
-const PROMPT = 'Describe this image in detail: which objects do you see, what colours are they, and where are they placed?';
 
 interface Options {
   model?: string;
@@ -78,7 +77,7 @@ const program = new Command()
   .option('--warmup <n>', 'warm-up runs per config', int('warmup', 0), 1)
   .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', int('new-tokens', 1), 32)
   .option('--image <file>', 'the image', join(TINY_LLAVA_DIR, 'image.png'))
-  .option('--prompt <text>', 'the question (~20 tokens)', PROMPT)
+  .option('--prompt <text>', 'the question (~20 tokens)', BENCH_PROMPT)
   .option('--clip-forward', 'time the full 24-layer CLIP ViT-L/14-336 forward first (default with --arch llava-1.5-7b)')
   .option('--no-clip-forward', 'skip it')
   .option('--clip-runs <n>', 'timed runs of the CLIP forward per config', int('clip-runs', 1), 3)

@@ -193,6 +193,9 @@ export function llava15_7bConfigJson(): Record<string, unknown> {
 }
 
 export const ARCHS = ['llava-1.5-7b'] as const;
+
+/** The benchmarks' question (with LLaVA-1.5's template and one 576-token image: a 612-token prompt). */
+export const BENCH_PROMPT = 'Describe this image in detail: which objects do you see, what colours are they, and where are they placed?';
 export type ArchName = (typeof ARCHS)[number];
 
 export interface SliceOptions {

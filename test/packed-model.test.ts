@@ -146,3 +146,23 @@ async function expectReject(p: Promise<unknown>, pattern: RegExp): Promise<void>
   }
   throw new Error('expected a rejection');
 }
+
+describe('packed decode attention (our kernel on the arena KV cache)', function () {
+  this.timeout(120000);
+  it('cached decoding (kernel path) gives the logits of full recomputation (tfjs path) within 1e-5', async () => {
+    await selectBackend('wasm');
+    const pixels: PixelValues = { pixelValues: expectedArray('pixel_values').data, height: 56, width: 56 };
+    for (const threads of [1, 2] as const) {
+      const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { weightFormat: 'q8_0', quantizedCache: false, threads });
+      const input = { prompt: 'What is shown in this image?', images: [pixels], maxNewTokens: 6, stopIds: [], returnLogits: true };
+      const cached = await model.generate(input);
+      const full = await model.generate({ ...input, useCache: false });
+      expect(cached.tokenIds).to.deep.equal(full.tokenIds);
+      cached.logits?.forEach((l, s) => expect(relMax(l, (full.logits as Float32Array[])[s])).to.be.below(1e-5));
+      const before = tf.memory().numTensors;
+      await model.generate({ ...input, returnLogits: false });
+      expect(tf.memory().numTensors).to.equal(before);
+      model.dispose();
+    }
+  });
+});

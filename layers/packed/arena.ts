@@ -30,6 +30,8 @@ export class WeightArena {
   /** This thread's kernels, one instance per memory. */
   readonly kernels: KernelExports[] = [];
   private readonly tops: number[] = [];
+  /** Memories that hold scratch (KV caches), never weights; freed together by resetScratch(). */
+  private readonly scratch = new Set<number>();
   private readonly listeners: Array<(memory: WebAssembly.Memory, index: number) => void> = [];
   #disposed = false;
 
@@ -48,15 +50,32 @@ export class WeightArena {
     this.listeners.push(listener);
   }
 
-  /** Reserves `bytes` in the first memory with room, or in a new one. */
+  /** Reserves `bytes` for weights in the first memory with room, or in a new one. */
   allocate(bytes: number): ArenaSlice {
+    return this.reserve(bytes, false);
+  }
+
+  /** Reserves `bytes` of scratch (a KV cache) in a scratch memory; lives until resetScratch(). */
+  allocateScratch(bytes: number): ArenaSlice {
+    return this.reserve(bytes, true);
+  }
+
+  /** Frees every scratch slice at once (their memories stay committed, for the next ones). */
+  resetScratch(): void {
+    for (const i of this.scratch) this.tops[i] = RESERVED + this.ioBytes;
+  }
+
+  private reserve(bytes: number, scratch: boolean): ArenaSlice {
     if (this.#disposed) throw new Error('weight arena is disposed');
     if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`arena: cannot allocate ${bytes} bytes`);
     const size = Math.ceil(bytes / ALIGN) * ALIGN;
     const first = RESERVED + this.ioBytes;
-    if (first + size > MEMORY_LIMIT) throw new Error(`arena: a ${(bytes / 2 ** 30).toFixed(2)} GiB weight does not fit one ${MEMORY_LIMIT / 2 ** 30} GiB memory`);
-    let index = this.tops.findIndex((top) => top + size <= MEMORY_LIMIT);
-    if (index < 0) index = this.addMemory();
+    if (first + size > MEMORY_LIMIT) throw new Error(`arena: a ${(bytes / 2 ** 30).toFixed(2)} GiB block does not fit one ${MEMORY_LIMIT / 2 ** 30} GiB memory`);
+    let index = this.tops.findIndex((top, i) => this.scratch.has(i) === scratch && top + size <= MEMORY_LIMIT);
+    if (index < 0) {
+      index = this.addMemory();
+      if (scratch) this.scratch.add(index);
+    }
     const offset = this.tops[index];
     this.tops[index] = offset + size;
     this.ensure(index, offset + size);
@@ -111,7 +130,7 @@ export class WeightArena {
 
   /** Bytes allocated to weights. */
   get weightBytes(): number {
-    return this.tops.reduce((sum, top) => sum + top - RESERVED - this.ioBytes, 0);
+    return this.tops.reduce((sum, top, i) => sum + (this.scratch.has(i) ? 0 : top - RESERVED - this.ioBytes), 0);
   }
 
   get disposed(): boolean {

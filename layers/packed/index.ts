@@ -5,3 +5,4 @@ export { PackedRuntime } from './runtime.js';
 export { PackedLinear, PACKED_MATMUL, PACKED_BACKENDS, type PackedLinearOptions } from './packed-linear.js';
 export { KERNEL_URL, kernelModule, instantiateKernels, type KernelExports } from './kernel.js';
 export { PackedGatedMlp, PackedTwoLayerMlp } from './packed-mlp.js';
+export { ArenaKV } from './arena-kv.js';

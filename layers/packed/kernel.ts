@@ -1,20 +1,21 @@
-// The WebAssembly SIMD kernels (kernels/matmul.ts, built into dist/kernels/matmul.wasm) as typed
+// The WebAssembly SIMD kernels (kernels/*.ts, built into dist/kernels/kernels.wasm) as typed
 // functions. The module imports one shared memory; it is compiled once per thread and
 // instantiated once per memory (arena.ts).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-/** Exports of kernels/matmul.ts; every pointer is a byte offset into the instance's memory. */
+/** Exports of kernels/index.ts; every pointer is a byte offset into the instance's memory. */
 export interface KernelExports {
   quantizeQ8Rows(x: number, M: number, Kp: number, xq: number, xs: number): void;
   matmulQ8(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
   matmulQ4(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
   matmulF16(x: number, M: number, Kp: number, w: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number, scratch: number): void;
   readLoop(p: number, n: number): number;
+  attendDecode(q: number, keys: number, values: number, S: number, cap: number, d: number, group: number, h0: number, h1: number, scores: number, out: number): void;
 }
 
 /** Where the built module lies, relative to this file once compiled (dist/layers/packed/ -> dist/kernels/). */
-export const KERNEL_URL = new URL('../../kernels/matmul.wasm', import.meta.url);
+export const KERNEL_URL = new URL('../../kernels/kernels.wasm', import.meta.url);
 
 let compiled: WebAssembly.Module | null = null;
 

@@ -183,26 +183,41 @@ export class PackedLinear {
     return out;
   }
 
-  /**
-   * The kernel's work: x [M][K] row-major -> one Float32Array [M][width] per block. Rows go through
-   * the memory's io region in chunks that fit it.
-   */
+  /** The kernel's work: x [M][K] row-major -> one Float32Array [M][width] per block. */
   compute(x: Float32Array, M: number): Float32Array[] {
+    const N = this.outFeatures;
+    const flat = this.computeFlat(x, M);
+    if (this.widths.length === 1) return [flat];
+    const blocks = this.widths.map((w) => new Float32Array(M * w));
+    let col = 0;
+    this.widths.forEach((width, j) => {
+      const dst = blocks[j];
+      for (let r = 0; r < M; r++) dst.set(flat.subarray(r * N + col, r * N + col + width), r * width);
+      col += width;
+    });
+    return blocks;
+  }
+
+  /** x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in chunks that fit it. */
+  computeFlat(x: Float32Array, M: number): Float32Array {
     if (this.#disposed) throw new Error('PackedLinear: used after dispose()');
     const { arena, pool } = this.runtime;
     const K = this.inFeatures;
     const Kp = this.paddedCols;
     const N = this.outFeatures;
+    if (x.length < M * K) throw new Error(`PackedLinear: ${x.length} input values cannot be [${M}, ${K}]`);
     const q = this.format !== 'f16';
     const mem = this.data.memory;
-    const threads = pool.threads;
-    const scratchBytes = q ? 0 : threads * Kp * 4;
+    const scratchBytes = q ? 0 : pool.threads * Kp * 4;
     const perRow = Kp * 4 + (q ? Kp * 2 + (Kp / 32) * 4 : 0) + N * 4;
     const chunk = Math.floor((arena.ioBytes - scratchBytes - 4 * 64) / perRow);
     if (chunk < 1) throw new Error(`PackedLinear [${N}, ${K}]: one row needs ${perRow + scratchBytes} bytes, the arena's io region has ${arena.ioBytes}`);
-    const blocks = this.widths.map((w) => new Float32Array(M * w));
+    const y = new Float32Array(M * N);
     const align = (n: number) => Math.ceil(n / 64) * 64;
     const kernels = arena.kernels[mem];
+    const cs = this.colScale ? this.colScale.offset : 0;
+    const bias = this.bias ? this.bias.offset : 0;
+    const w = this.data.offset;
     for (let m0 = 0; m0 < M; m0 += chunk) {
       const rows = Math.min(chunk, M - m0);
       const xf = arena.ioOffset;
@@ -216,9 +231,6 @@ export class PackedLinear {
         xView.set(x.subarray((m0 + r) * K, (m0 + r + 1) * K), r * Kp);
         xView.fill(0, r * Kp + K, (r + 1) * Kp);
       }
-      const cs = this.colScale ? this.colScale.offset : 0;
-      const bias = this.bias ? this.bias.offset : 0;
-      const w = this.data.offset;
       if (q) {
         kernels.quantizeQ8Rows(xf, rows, Kp, xq, xs);
         const s = (this.scales as ArenaSlice).offset;
@@ -226,16 +238,9 @@ export class PackedLinear {
       } else {
         pool.run('matmulF16', mem, N, (t, n0, n1) => [xf, rows, Kp, w, n0, n1, out, N, cs, bias, scratch + t * Kp * 4]);
       }
-      const result = arena.floatView(mem, out, rows * N);
-      let col = 0;
-      this.widths.forEach((width, j) => {
-        const dst = blocks[j];
-        if (width === N) dst.set(result, m0 * N);
-        else for (let r = 0; r < rows; r++) dst.set(result.subarray(r * N + col, r * N + col + width), (m0 + r) * width);
-        col += width;
-      });
+      y.set(arena.floatView(mem, out, rows * N), m0 * N);
     }
-    return blocks;
+    return y;
   }
 
   /** Frees nothing in the arena (its memory lives as long as the model's runtime), but makes the layer unusable. */

@@ -37,6 +37,9 @@ function run(): void {
     case OP.readLoop:
       k.readLoop(a[0], a[1]);
       return;
+    case OP.attendDecode:
+      k.attendDecode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+      return;
     default:
       throw new Error(`kernel worker ${data.index}: unknown op ${op}`);
   }

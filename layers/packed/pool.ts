@@ -142,5 +142,7 @@ function callKernel(k: KernelExports, op: KernelOp, a: number[]): void {
     case 'readLoop':
       k.readLoop(a[0], a[1]);
       return;
+    case 'attendDecode':
+      return k.attendDecode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
   }
 }

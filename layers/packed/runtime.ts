@@ -15,6 +15,19 @@ export class PackedRuntime {
     this.pool = new KernelPool(this.arena, threads);
   }
 
+  #openScratch = 0;
+
+  /** A KV cache took arena scratch; closeScratch() when it is disposed. */
+  openScratch(): void {
+    this.#openScratch++;
+  }
+
+  /** The last open KV cache gone: its scratch memory is reused from the start. */
+  closeScratch(): void {
+    this.#openScratch = Math.max(0, this.#openScratch - 1);
+    if (this.#openScratch === 0 && !this.arena.disposed) this.arena.resetScratch();
+  }
+
   get threads(): number {
     return this.pool.threads;
   }

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// Kernel micro-benchmark: `node dist/scripts/bench-kernels.js [--threads 1,2] [--formats q8_0,...]`.
+// PackedLinear calls (the tfjs op: copy in, quantize x, kernel split over threads, copy out) at the
+// LLaMA-7B layer shapes, decode (1 row) and prefill (612 rows), against tfjs-wasm's float32
+// matmul on a resident weight at the same shape; best and median of 7 calls.
+import * as tf from '@tensorflow/tfjs-core';
+import { selectBackend } from '../src/backend.js';
+import { PackedLinear, PackedRuntime } from '../layers/packed/index.js';
+import { randomUniform } from './random-model.js';
+import type { PackedFormat } from '../weights/index.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, def: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const threadsList = arg('threads', '1,2').split(',').map(Number);
+const formats = arg('formats', 'q8_0,q4_0,f16').split(',') as PackedFormat[];
+const allShapes: Array<[string, number, number, number]> = [
+  ['qkv decode', 1, 4096, 12288],
+  ['down decode', 1, 11008, 4096],
+  ['gate+up prefill', Number(arg('rows', '612')), 4096, 22016],
+];
+
+const only = arg('only', '');
+const shapes = allShapes.filter(([n]) => !only || n.includes(only));
+
+function time(fn: () => void, runs = 7): { best: number; median: number } {
+  fn();
+  const t: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const s = performance.now();
+    fn();
+    t.push(performance.now() - s);
+  }
+  t.sort((a, b) => a - b);
+  return { best: t[0], median: t[Math.floor(runs / 2)] };
+}
+
+await selectBackend('wasm');
+for (const [name, M, K, N] of shapes) {
+  const x = tf.tensor2d(randomUniform(M * K, 1, 1), [M, K]);
+  const w = randomUniform(N * K, 0.02, 2);
+  const runs = M > 1 ? 3 : 7;
+  if (M === 1) {
+    const wt = tf.tensor2d(randomUniform(K * N, 0.02, 3), [K, N]);
+    const f = time(() => {
+      const y = tf.matMul(x, wt);
+      y.dataSync();
+      y.dispose();
+    }, runs);
+    process.stdout.write(`${name} [${M},${K}]x[${K},${N}] tfjs f32: best ${f.best.toFixed(2)} ms, median ${f.median.toFixed(2)} ms\n`);
+    wt.dispose();
+  }
+  for (const format of formats) {
+    for (const threads of threadsList) {
+      const runtime = new PackedRuntime(threads, 256 << 20);
+      const layer = PackedLinear.fromTorch(runtime, format, w, N, K, null);
+      const r = time(() => {
+        const y = layer.apply(x);
+        y.dataSync();
+        y.dispose();
+      }, runs);
+      const gflops = (2 * M * K * N) / r.best / 1e6;
+      const gbs = layer.packedBytes / r.best / 1e6;
+      process.stdout.write(`${name} [${M},${K}]x[${K},${N}] ${format} ${threads}t: best ${r.best.toFixed(2)} ms, median ${r.median.toFixed(2)} ms, ${gflops.toFixed(1)} GFLOP/s, ${gbs.toFixed(1)} GB/s\n`);
+      layer.dispose();
+      await runtime.dispose();
+    }
+  }
+  x.dispose();
+}
