@@ -1,7 +1,8 @@
 // Reading small input files (prompt files, merge configs, images, JSON configs) safely: only
 // regular files (a FIFO would block forever, /dev/zero never ends), with a size bound checked from
 // stat before anything is read, and errors that name the file but never quote its contents.
-import { readFileSync, statSync, type Stats } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, type Stats } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { readFile, stat } from 'node:fs/promises';
 
 /** Default size bounds (bytes). */
@@ -84,3 +85,26 @@ export function utf8Text(b: Uint8Array, label: string): string {
 }
 
 export { parseJsonText } from '../weights/strict-json.js';
+
+/**
+ * Creates `dir` and its missing parents one level at a time, failing at once with the path
+ * (Node's recursive mkdirSync retries ENOENT forever under /proc).
+ */
+export function makeDirs(dir: string, label = `folder '${dir}'`): void {
+  const missing: string[] = [];
+  let d = resolve(dir);
+  while (!existsSync(d)) {
+    missing.unshift(d);
+    const parent = dirname(d);
+    if (parent === d) break;
+    d = parent;
+  }
+  if (existsSync(d) && !statSync(d).isDirectory()) throw new Error(`${label}: '${d}' is not a folder`);
+  for (const m of missing) {
+    try {
+      mkdirSync(m);
+    } catch (e) {
+      throw new Error(`${label}: cannot create '${m}' (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+}
