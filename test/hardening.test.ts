@@ -251,3 +251,20 @@ describe('hardening: the command line', () => {
     expect(code).to.equal(0);
   });
 });
+
+describe('hardening: every script prints usage on --help and one line on an unknown option', () => {
+  const scripts = ['bench', 'bench-layers', 'bench-parallel', 'bench-streamed', 'convert-to-tfjs', 'eval', 'shapes-sample', 'train'];
+  for (const name of scripts) {
+    it(name, () => {
+      const file = join(REPO_ROOT, `dist/scripts/${name}.js`);
+      const help = spawnSync(process.execPath, [file, '--help'], { encoding: 'utf8', timeout: 30000 });
+      expect(help.status, help.stderr).to.equal(0);
+      expect(help.stdout).to.match(/^usage: /i);
+      const bad = spawnSync(process.execPath, [file, '--bogus-option'], { encoding: 'utf8', timeout: 30000 });
+      expect(bad.status).to.equal(1);
+      expect(bad.stdout).to.equal('');
+      expect(bad.stderr.trim().split('\n'), bad.stderr).to.have.length(1);
+      expect(bad.stderr).to.match(/unknown option '--bogus-option'/i);
+    });
+  }
+});
