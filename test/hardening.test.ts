@@ -268,3 +268,43 @@ describe('hardening: every script prints usage on --help and one line on an unkn
     });
   }
 });
+
+describe('hardening: merge functions and merge configs name the mistake', () => {
+  before(async () => {
+    const { selectBackend } = await import('../src/backend.js');
+    await selectBackend('wasm');
+  });
+  it('merge functions given non-tensors or no input object', async () => {
+    const merge = await import('../merge/index.js');
+    const tf = await import('@tensorflow/tfjs-core');
+    expect(() => merge.similarityRecycle({} as never)).to.throw(/similarityRecycle: 'features' must be a tfjs tensor, got undefined/);
+    expect(() => merge.tomeBipartite(undefined as never)).to.throw(/tomeBipartite: expected an input object/);
+    expect(() => merge.fastvPrune({ hidden: [[1]], lastRowAttn: tf.zeros([1, 1]) } as never)).to.throw(/fastvPrune: 'hidden' must be a tfjs tensor, got an array/);
+    const x = tf.zeros([4, 2]);
+    expect(() => merge.similarityRecycle({ features: x, scores: 'abc', keep: 2 } as never)).to.throw(/'scores' must be an array of numbers/);
+    x.dispose();
+    expect(() => merge.illavaVision({ hidden: x, attn: x, remove: 1, clsToken: false } as never)).to.throw(/illavaVision: 'hidden' has been disposed/);
+  });
+
+  it('merge functions before a backend is ready say how to get one', () => {
+    const script = `import('${join(REPO_ROOT, 'dist/merge/index.js')}').then((m) => { try { m.fastvPrune({ hidden: { shape: [2, 2], dataSync() {} }, lastRowAttn: { shape: [1, 2], dataSync() {} }, keep: 0.5, spans: [[0, 2]] }); } catch (e) { console.log(e.message); } })`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30000 });
+    expect(r.stdout.trim()).to.match(/^fastvPrune: no tfjs backend is ready yet: `await tf.setBackend\('wasm'\)`/);
+  });
+
+  it('library merge configs: NaN, strings, wrong types and numbers are refused with the real value', async () => {
+    const { resolveMergeConfig, LLAVA15_SHAPE } = await import('../merge/index.js');
+    const cases: Array<[unknown, RegExp]> = [
+      [{ vision: { rule: 'illava', layers: [5], remove: 8, recycleRatio: NaN } }, /recycleRatio must be in \[0, 1\], got NaN/],
+      [{ llm: { rule: 'fastv', layers: [2], keep: '0.5' } }, /llm: keep must be a ratio in \(0, 1\], got string/],
+      [{ vision: { rule: 'tome', layers: [0], remove: 8, proportionalAttention: 'yes' } }, /proportionalAttention must be a boolean, got string/],
+      [42, /merge must be a preset name \(illava, tome, fastv, none\) or a MergeConfig object, got number/],
+      [{ vision: { rule: 'tome', layers: [0], remove: Infinity } }, /remove must be an integer >= 0, got Infinity/],
+      [{ llm: { rule: 'fastv', layers: [2], keep: 0.5, neighbours: 1.5 } }, /neighbours must be an integer >= 1, got 1.5/],
+      [{ visoin: {} }, /unknown field 'visoin'/],
+    ];
+    for (const [config, pattern] of cases) {
+      expect(() => resolveMergeConfig(config as never, LLAVA15_SHAPE), JSON.stringify(config)).to.throw(pattern);
+    }
+  });
+});
