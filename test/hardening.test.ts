@@ -308,3 +308,21 @@ describe('hardening: merge functions and merge configs name the mistake', () => 
     }
   });
 });
+
+describe('hardening: the parallel worker', () => {
+  it('a worker that never answers init fails after initTimeoutMs instead of hanging', async () => {
+    const { ParallelPool } = await import('../layers/parallel.js');
+    const { pathToFileURL } = await import('node:url');
+    const silent = join(tmp.dir, 'silent-worker.mjs');
+    writeFileSync(silent, 'setInterval(() => {}, 1000);\n');
+    const t = performance.now();
+    await rejects(ParallelPool.start({ workerUrl: pathToFileURL(silent), initTimeoutMs: 300, backend: 'wasm' }), /parallel worker did not start in 300 ms \(terminated\)/);
+    expect(performance.now() - t).to.be.lessThan(5000);
+  });
+
+  it('--threads 2 --backend cpu runs', () => {
+    const r = illava(['generate', '--model', TINY_LLAVA_DIR, '--image', join(TINY_LLAVA_DIR, 'image.png'), '--max-new-tokens', '2', '--threads', '2', '--backend', 'cpu']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.match(/backend: cpu.*2 thread\(s\)/);
+  });
+});
