@@ -11,6 +11,7 @@ import { buildLlavaPrompt } from './chat.js';
 import { patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js';
 import { DEFAULT_MAX_IMAGE_PIXELS, loadImage, type RgbImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
+import { checkConfigAgainstWeights } from './config-check.js';
 import { ParallelPool } from '../layers/parallel.js';
 import { releaseUnpackedWeightsEnabled } from '../layers/wasm-memory.js';
 import { chooseResidency, type Residency, type ResidencyOption } from './streamed.js';
@@ -185,6 +186,7 @@ export class LlavaModel {
     if (outSize && (outSize.width !== config.vision.imageSize || outSize.height !== config.vision.imageSize)) {
       throw new Error(`${parts.name}: preprocessor_config.json gives ${outSize.width}x${outSize.height} images but the vision tower expects ${config.vision.imageSize}x${config.vision.imageSize} (vision_config.image_size)`);
     }
+    checkConfigAgainstWeights(config, source, parts.name); // before anything is allocated from config sizes
     const dtypes = [...new Set(source.names().map((n) => source.info(n)?.dtype ?? '?'))].sort();
     const threads = options.threads ?? 1;
     if (threads !== 1 && threads !== 2) throw new Error(`threads must be 1 or 2, got ${String(threads)}`);

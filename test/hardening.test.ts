@@ -2,7 +2,7 @@
 // clear error (or the right behaviour) in bounded time and memory.
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Jimp } from 'jimp';
 import { loadImage, probeImage } from '../src/image.js';
@@ -325,4 +325,30 @@ describe('hardening: the parallel worker', () => {
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stderr).to.match(/backend: cpu.*2 thread\(s\)/);
   });
+});
+
+describe('hardening: untrusted config.json sizes are checked before anything is allocated', () => {
+  function modelWith(name: string, edit: (cfg: { text_config: Record<string, unknown>; vision_config: Record<string, unknown> }) => void): string {
+    const dir = join(tmp.dir, name);
+    mkdirSync(dir, { recursive: true });
+    for (const f of ['preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors']) copyFileSync(join(TINY_LLAVA_DIR, f), join(dir, f));
+    const cfg = JSON.parse(readFileSync(join(TINY_LLAVA_DIR, 'config.json'), 'utf8'));
+    edit(cfg);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    return dir;
+  }
+  const cases: Array<[string, (cfg: { text_config: Record<string, unknown>; vision_config: Record<string, unknown> }) => void, RegExp]> = [
+    ['head-dim', (c) => (c.text_config.head_dim = 1e9), /text_config.head_dim 1000000000 is over the sane limit of 1024/],
+    ['hidden', (c) => (c.text_config.hidden_size = 1e9), /text_config.hidden_size 1000000000 is over the sane limit/],
+    ['inter', (c) => (c.vision_config.intermediate_size = 1e9), /vision_config.intermediate_size 1000000000 is over the sane limit/],
+    ['inter-mismatch', (c) => (c.text_config.intermediate_size = 1000), /config.json \(text_config intermediate_size, hidden_size\) implies language_model.model.layers.0.mlp.gate_proj.weight of shape \[1000,64\], but the checkpoint has \[\d+,64\]/],
+    ['vocab-mismatch', (c) => (c.text_config.vocab_size = 999), /implies language_model.model.embed_tokens.weight of shape \[999,64\]/],
+  ];
+  for (const [name, edit, pattern] of cases) {
+    it(name, async () => {
+      const before = process.memoryUsage().rss;
+      await rejects(LlavaModel.fromPretrained(modelWith(name, edit), { backend: 'wasm' }), pattern);
+      expect(process.memoryUsage().rss - before).to.be.lessThan(200 * 1024 * 1024);
+    });
+  }
 });
