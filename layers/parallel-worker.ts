@@ -4,6 +4,7 @@
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
+import '@tensorflow/tfjs-backend-cpu'; // --threads 2 --backend cpu
 import { Linear } from './linear.js';
 import { GatedMlp, TwoLayerMlp } from './mlp.js';
 import { activation } from './activations.js';

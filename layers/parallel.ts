@@ -34,6 +34,10 @@ export interface ParallelPoolOptions {
   releaseWeights?: boolean;
   /** Longest wait for the worker's half of one call, in ms (default 120000). */
   timeoutMs?: number;
+  /** Longest wait for the worker to start and initialise its backend, in ms (default 60000). */
+  initTimeoutMs?: number;
+  /** Worker script (tests: a worker that never answers). Default: ./parallel-worker.js. */
+  workerUrl?: URL;
 }
 
 /** One extra worker thread with its own tfjs + wasm backend, running the second half of layers. */
@@ -66,7 +70,7 @@ export class ParallelPool {
   static async start(options: ParallelPoolOptions = {}): Promise<ParallelPool> {
     const ctrl = new SharedArrayBuffer(16);
     const { port1, port2 } = new MessageChannel();
-    const worker = new Worker(new URL('./parallel-worker.js', import.meta.url), {
+    const worker = new Worker(options.workerUrl ?? new URL('./parallel-worker.js', import.meta.url), {
       workerData: { ctrl, errors: port2 },
       // The parent's flags minus those a worker rejects (e.g. --input-type from `node -e`).
       execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
@@ -77,16 +81,25 @@ export class ParallelPool {
     // request (start, build) is in flight (see request()).
     worker.unref();
     port1.unref();
+    const initMs = options.initTimeoutMs ?? 60_000;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await pool.request({
-        op: 'init',
-        seq: 0,
-        backend: options.backend ?? tf.getBackend(),
-        releaseWeights: options.releaseWeights ?? releaseUnpackedWeightsEnabled(),
-      });
+      await Promise.race([
+        pool.request({
+          op: 'init',
+          seq: 0,
+          backend: options.backend ?? tf.getBackend(),
+          releaseWeights: options.releaseWeights ?? releaseUnpackedWeightsEnabled(),
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`parallel worker did not start in ${initMs} ms (terminated); run with threads 1 / --threads 1`)), initMs);
+        }),
+      ]);
     } catch (e) {
       await pool.dispose();
       throw e;
+    } finally {
+      clearTimeout(timer);
     }
     return pool;
   }

@@ -130,7 +130,11 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
  * Either way the result is validated (validateMergeConfig) and returned.
  */
 export function resolveMergeConfig(configOrPreset: MergeConfig | MergePresetName, shape: ModelShape): MergeConfig {
-  const config = typeof configOrPreset === 'string' ? presetConfig(configOrPreset, shape) : (JSON.parse(JSON.stringify(configOrPreset)) as MergeConfig);
+  if (typeof configOrPreset !== 'string' && (typeof configOrPreset !== 'object' || configOrPreset === null || Array.isArray(configOrPreset))) {
+    throw new Error(`merge must be a preset name (${MERGE_PRESET_NAMES.join(', ')}) or a MergeConfig object, got ${configOrPreset === null ? 'null' : Array.isArray(configOrPreset) ? 'an array' : typeof configOrPreset}`);
+  }
+  // structuredClone, not a JSON round trip: NaN must stay NaN (and be reported as NaN).
+  const config = typeof configOrPreset === 'string' ? presetConfig(configOrPreset, shape) : structuredClone(configOrPreset);
   validateMergeConfig(config, shape);
   return config;
 }
@@ -148,6 +152,9 @@ function checkLayers(stage: string, layers: unknown): number[] {
 }
 
 function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: number }): void {
+  for (const k of ['recycleRatio', 'neighbours'] as const) {
+    if (c[k] !== undefined && typeof c[k] !== 'number') throw new Error(`${stage}: ${k} must be a number, got ${typeof c[k]}`);
+  }
   if (c.recycleRatio !== undefined && !(c.recycleRatio >= 0 && c.recycleRatio <= 1)) {
     throw new Error(`${stage}: recycleRatio must be in [0, 1], got ${c.recycleRatio}`);
   }
@@ -158,8 +165,15 @@ function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: nu
 
 /** Throws a clear error when the config cannot run on a model of this shape. */
 export function validateMergeConfig(config: MergeConfig, shape: ModelShape): void {
+  for (const k of Object.keys(config)) {
+    if (k !== 'vision' && k !== 'llm' && k !== 'trackSources') throw new Error(`merge config: unknown field '${k}' (allowed: vision, llm, trackSources)`);
+  }
+  if (config.trackSources !== undefined && typeof config.trackSources !== 'boolean') throw new Error(`merge config: trackSources must be a boolean, got ${typeof config.trackSources}`);
   const v = config.vision;
+  if (v !== undefined && (typeof v !== 'object' || v === null)) throw new Error(`vision: must be an object, got ${v === null ? 'null' : typeof v}`);
+  if (config.llm !== undefined && (typeof config.llm !== 'object' || config.llm === null)) throw new Error(`llm: must be an object, got ${config.llm === null ? 'null' : typeof config.llm}`);
   if (v) {
+    if (v.proportionalAttention !== undefined && typeof v.proportionalAttention !== 'boolean') throw new Error(`vision: proportionalAttention must be a boolean, got ${typeof v.proportionalAttention}`);
     if (!VISION_RULES.includes(v.rule)) throw new Error(`vision: unknown rule '${String(v.rule)}' (expected one of: ${VISION_RULES.join(', ')})`);
     const layers = checkLayers('vision', v.layers);
     if (v.rule !== 'none') {
@@ -169,7 +183,7 @@ export function validateMergeConfig(config: MergeConfig, shape: ModelShape): voi
           throw new Error(`vision: merge layer ${l} is at or after the last encoder block that runs (blocks 0..${shape.visionLayersRun - 1} run before the feature layer)`);
         }
       }
-      if (!(Number.isInteger(v.remove) && v.remove >= 0)) throw new Error(`vision: remove must be an integer >= 0, got ${v.remove}`);
+      if (typeof v.remove !== 'number' || !(Number.isInteger(v.remove) && v.remove >= 0)) throw new Error(`vision: remove must be an integer >= 0, got ${typeof v.remove === 'number' ? v.remove : typeof v.remove}`);
       const short = visionShortfall(v.rule, layers, v.remove, shape.patches);
       if (short) throw new Error(short);
       checkRecycle('vision', v);
@@ -184,7 +198,7 @@ export function validateMergeConfig(config: MergeConfig, shape: ModelShape): voi
         if (l === 0) throw new Error(`llm: a merge at layer 0 is impossible: the score needs the attention of layer K-1`);
         if (l < 0 || l >= shape.llmLayers) throw new Error(`llm: merge layer ${l} is outside the model (layers 1..${shape.llmLayers - 1} can merge)`);
       }
-      if (!(m.keep > 0 && m.keep <= 1)) throw new Error(`llm: keep must be a ratio in (0, 1], got ${m.keep}`);
+      if (typeof m.keep !== 'number' || !(m.keep > 0 && m.keep <= 1)) throw new Error(`llm: keep must be a ratio in (0, 1], got ${typeof m.keep === 'number' ? m.keep : typeof m.keep}`);
       checkRecycle('llm', m);
     }
   }

@@ -8,7 +8,7 @@ import {
 } from './language-common.js';
 import { applyPlan, buildPlan, keptIndices, type MergePlan } from './plan.js';
 import { recycleCandidates, type RecycleOptions, type RecycleSelection } from './similarity-recycle.js';
-import { checkInteger, checkRank, checkScores } from './util.js';
+import { checkInteger, checkMergeInput, checkRank, checkScores } from './util.js';
 
 export interface IllavaVisionSimilarityInput extends RecycleOptions {
   /** [N, C] after the attention residual. Not disposed. */
@@ -37,6 +37,7 @@ export interface IllavaVisionSimilarityResult {
  * rule (lower index ranks higher) and pc's rounding (Python round). remove = 0: input unchanged.
  */
 export function illavaVisionSimilarity(input: IllavaVisionSimilarityInput): IllavaVisionSimilarityResult {
+  checkMergeInput('illavaVisionSimilarity', input, ['hidden', 'attn'], ['keys']);
   const { hidden, attn, remove, clsToken } = input;
   checkRank(hidden.shape, 2, 'hidden', '[tokens, channels]');
   const n = hidden.shape[0];
@@ -74,6 +75,7 @@ export interface IllavaLanguageSimilarityResult extends LanguageResult {
  * order and position ids.
  */
 export function illavaLanguageSimilarity(input: IllavaLanguageSimilarityInput): IllavaLanguageSimilarityResult {
+  checkMergeInput('illavaLanguageSimilarity', input, ['hidden', 'lastRowAttn'], ['keys']);
   const scores = languageScores(input, 'illavaLanguageSimilarity');
   const keys = input.keys ?? input.hidden;
   if (keys.shape[0] !== input.hidden.shape[0]) throw new Error(`keys has ${keys.shape[0]} tokens, hidden has ${input.hidden.shape[0]}`);

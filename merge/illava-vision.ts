@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { lowestGroup, type RecycleGroup } from './group.js';
 import { applyPlan, buildPlan, identityPlan, keptIndices, type MergePlan } from './plan.js';
-import { checkInteger, checkRank, checkScores } from './util.js';
+import { checkInteger, checkMergeInput, checkRank, checkScores } from './util.js';
 
 export interface IllavaVisionInput {
   /** Hidden states after the attention residual, [N, C]. Not disposed. */
@@ -60,6 +60,7 @@ export function visionCandidates(n: number, clsToken: boolean): number[] {
  * r = 0 returns the input values exactly; r > candidates - 1 throws.
  */
 export function illavaVision(input: IllavaVisionInput): IllavaVisionResult {
+  checkMergeInput('illavaVision', input, ['hidden', 'attn']);
   const { hidden, attn, remove: r, clsToken } = input;
   checkRank(hidden.shape, 2, 'hidden', '[tokens, channels]');
   const n = hidden.shape[0];

@@ -2,7 +2,7 @@
 // scores from the last prompt token's attention row, per-span counts, rebuilt spans.
 import * as tf from '@tensorflow/tfjs-core';
 import { applyPlan, applyPlanToArray, keptIndices, type MergePlan } from './plan.js';
-import { checkRank, checkScores, roundHalfEven } from './util.js';
+import { checkMergeInput, checkRank, checkScores, roundHalfEven } from './util.js';
 
 /** [start, end) of one image's tokens in the sequence. */
 export type Span = [number, number];
@@ -53,6 +53,7 @@ export function removedCount(length: number, keep: number): number {
 
 /** Checks shapes and spans and returns the head-averaged last-row scores [T]. */
 export function languageScores(input: LanguageInput, what: string): Float64Array {
+  checkMergeInput(what, input, ['hidden', 'lastRowAttn']);
   const { hidden, lastRowAttn, spans, positionIds } = input;
   checkRank(hidden.shape, 2, 'hidden', '[tokens, channels]');
   checkRank(lastRowAttn.shape, 2, 'lastRowAttn', '[heads, tokens]');

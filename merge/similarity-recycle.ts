@@ -2,7 +2,7 @@
 // them are "recycling" tokens, each absorbing its most similar dropped tokens.
 import * as tf from '@tensorflow/tfjs-core';
 import { applyPlan, buildPlan, keptIndices, type MergePlan } from './plan.js';
-import { checkInteger, checkRank, checkScores, rankDescending, roundHalfEven } from './util.js';
+import { checkInteger, checkMergeInput, checkRank, checkScores, rankDescending, roundHalfEven } from './util.js';
 
 /** A recycling token and the dropped tokens folded into it. */
 export interface RecyclingToken {
@@ -109,6 +109,7 @@ export interface SimilarityRecycleResult {
  * the original order. No dropped tokens (k = all candidates): the input is returned unchanged.
  */
 export function similarityRecycle(input: SimilarityRecycleInput): SimilarityRecycleResult {
+  checkMergeInput('similarityRecycle', input, ['features'], ['keys'], ['scores']);
   const { features, scores } = input;
   checkRank(features.shape, 2, 'features', '[tokens, channels]');
   const keys = input.keys ?? features;

@@ -2,7 +2,7 @@
 // size-weighted averages and proportional attention. Survivors are put back in original order.
 import * as tf from '@tensorflow/tfjs-core';
 import { applyPlan, buildPlan, keptIndices, type MergePlan } from './plan.js';
-import { checkInteger, checkRank } from './util.js';
+import { checkInteger, checkMergeInput, checkRank } from './util.js';
 
 export interface TomeInput {
   /** [N, Dk] matching metric: the keys averaged over heads. Not disposed. */
@@ -51,6 +51,7 @@ export interface TomeResult {
  * of image tokens carries the spatial layout.
  */
 export function tomeBipartite(input: TomeInput): TomeResult {
+  checkMergeInput('tomeBipartite', input, ['metric', 'x']);
   const { metric, x, remove: r, clsToken } = input;
   checkRank(metric.shape, 2, 'metric', '[tokens, dims]');
   checkRank(x.shape, 2, 'x', '[tokens, channels]');

@@ -1,5 +1,6 @@
 // Small shared helpers for the merge rules: rounding, ranking with a fixed tie rule, checks.
 // Plain JS (no tensors), so every rule ranks tokens identically on every tfjs backend.
+import * as tf from '@tensorflow/tfjs-core';
 
 /**
  * Python's `round` (round half to even), which the authors' code uses for token counts:
@@ -46,4 +47,31 @@ export function checkInteger(n: number, name: string, min = 0): void {
 /** Throws unless the tensor shape has the expected rank, with a readable message. */
 export function checkRank(shape: readonly number[], rank: number, name: string, layout: string): void {
   if (shape.length !== rank) throw new Error(`${name} must be ${layout}, got shape [${shape.join(', ')}]`);
+}
+
+function isTensor(x: unknown): x is tf.Tensor {
+  return typeof x === 'object' && x !== null && Array.isArray((x as { shape?: unknown }).shape) && typeof (x as { dataSync?: unknown }).dataSync === 'function';
+}
+
+/**
+ * Entry check of the public merge functions: `input` is an object, the named fields are tfjs
+ * tensors (optional ones may be absent), `scores` (when named) an array of numbers, and a tfjs
+ * backend is ready (tensors made before `await tf.ready()` on wasm fail deep inside tfjs).
+ */
+export function checkMergeInput(fn: string, input: unknown, tensors: string[], optionalTensors: string[] = [], arrays: string[] = []): void {
+  if (typeof input !== 'object' || input === null) throw new Error(`${fn}: expected an input object with ${tensors.join(', ')}, got ${input === null ? 'null' : typeof input}`);
+  const o = input as Record<string, unknown>;
+  for (const k of [...tensors, ...optionalTensors]) {
+    if (o[k] === undefined && optionalTensors.includes(k)) continue;
+    if (!isTensor(o[k])) throw new Error(`${fn}: '${k}' must be a tfjs tensor, got ${o[k] === null ? 'null' : Array.isArray(o[k]) ? 'an array' : typeof o[k]}`);
+    if ((o[k] as tf.Tensor).isDisposed) throw new Error(`${fn}: '${k}' has been disposed`);
+  }
+  for (const k of arrays) {
+    const v = o[k];
+    if (!(Array.isArray(v) || ArrayBuffer.isView(v))) throw new Error(`${fn}: '${k}' must be an array of numbers, got ${v === null ? 'null' : typeof v}`);
+  }
+  const engine = tf.engine() as unknown as { backendInstance?: unknown; pendingBackendInit?: unknown };
+  if (!engine.backendInstance) {
+    throw new Error(`${fn}: no tfjs backend is ready yet: \`await tf.setBackend('wasm')\` (or 'cpu') and \`await tf.ready()\` first (LlavaModel.fromPretrained does this)`);
+  }
 }

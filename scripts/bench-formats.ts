@@ -187,6 +187,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`bench-formats: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.stderr.write(`bench-formats: ${e instanceof Error ? (process.env.ILLAVA_DEBUG ? e.stack : e.message) : String(e)}\n`);
   process.exit(1);
 });

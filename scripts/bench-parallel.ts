@@ -4,6 +4,7 @@
 //
 //   node dist/scripts/bench-parallel.js [--runs 7] [--warmup 2] [--out FILE] [--no-json] [--quick]
 import * as fs from 'node:fs';
+import { scriptArgs } from './args.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -20,11 +21,18 @@ interface Case {
   build(pool: ParallelPool): Promise<{ single: () => tf.Tensor2D; parallel: () => tf.Tensor2D; dispose(): void }>;
 }
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+const flags = scriptArgs('bench-parallel', 'usage: node dist/scripts/bench-parallel.js [--runs 7] [--warmup 2] [--out FILE] [--no-json] [--quick] [--no-release-weights]', {
+  runs: { type: 'string' },
+  warmup: { type: 'string' },
+  out: { type: 'string' },
+  'no-json': { type: 'boolean' },
+  quick: { type: 'boolean' },
+  'no-release-weights': { type: 'boolean' },
+});
+function arg(name: 'runs' | 'warmup' | 'out', def: string): string {
+  return flags[name] ?? def;
 }
-const has = (name: string) => process.argv.includes(`--${name}`);
+const has = (name: 'no-json' | 'quick' | 'no-release-weights') => flags[name] === true;
 
 let seed = 12345;
 function rand(n: number, std = 0.02): Float32Array {

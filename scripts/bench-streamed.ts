@@ -4,6 +4,7 @@
 //
 //   node dist/scripts/bench-streamed.js [--llm-layers 2] [--new-tokens 3] [--modes resident,streamed] [--out FILE]
 import * as fs from 'node:fs';
+import { scriptArgs } from './args.js';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
@@ -12,9 +13,14 @@ import { setReleaseUnpackedWeights, wasmHeapBytes } from '../layers/index.js';
 import { asFloat16Source } from '../weights/index.js';
 import { randomModelParts } from './random-model.js';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+const flags = scriptArgs('bench-streamed', 'usage: node dist/scripts/bench-streamed.js [--llm-layers 2] [--new-tokens 3] [--modes resident,streamed] [--out FILE]', {
+  'llm-layers': { type: 'string' },
+  'new-tokens': { type: 'string' },
+  modes: { type: 'string' },
+  out: { type: 'string' },
+});
+function arg(name: 'llm-layers' | 'new-tokens' | 'modes' | 'out', def: string): string {
+  return flags[name] ?? def;
 }
 
 async function main(): Promise<void> {

@@ -51,11 +51,13 @@ function convert(opts: Options): void {
 const program = new Command()
   .name('convert-to-tfjs')
   .description('Convert a Hugging Face LLaVA folder to a tfjs weights manifest + shards')
-  .requiredOption('--model <dir>', 'Hugging Face model folder (safetensors) or tfjs folder')
-  .requiredOption('--out <dir>', 'output folder')
+  .option('--model <dir>', 'Hugging Face model folder (safetensors) or tfjs folder (required)')
+  .option('--out <dir>', 'output folder (required)')
   .option('--float16', 'store weights as IEEE float16 (half the size)')
   .option('--shard-mb <n>', 'shard file size in MiB', '4')
   .action((opts: Options) => {
+    // Checked here, not with requiredOption, so that an unknown option is reported first.
+    for (const k of ['model', 'out'] as const) if (!opts[k]) program.error(`error: required option '--${k} <dir>' not specified`);
     try {
       convert(opts);
     } catch (e) {

@@ -8,21 +8,19 @@
 //   node dist/scripts/eval.js [--model models/default] [--count 1000] [--out bench/eval] [--only none,fastv]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from './args.js';
 import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
 import { LlavaModel } from '../src/llava.js';
 import type { MergeConfig } from '../merge/index.js';
 import { examples, ALL_QUESTION_TYPES } from '../src/train/shapes.js';
 
-const { values: args } = parseArgs({
-  options: {
+const args = scriptArgs('eval', 'usage: node dist/scripts/eval.js [--model models/default] [--count 1000] [--out bench/eval] [--only none,fastv] [--backend wasm]', {
     model: { type: 'string', default: 'models/default' },
     count: { type: 'string', default: '1000' },
     out: { type: 'string', default: 'bench/eval' },
     only: { type: 'string' },
     backend: { type: 'string', default: 'wasm' },
-  },
 });
 
 export interface EvalSetting {

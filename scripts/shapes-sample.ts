@@ -3,12 +3,12 @@
 //   node dist/scripts/shapes-sample.js [--out models/default]
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from './args.js';
 import { Jimp } from 'jimp';
 import seedrandom from 'seedrandom';
 import { drawScene, type Scene } from '../src/train/shapes.js';
 
-const { values: args } = parseArgs({ options: { out: { type: 'string', default: 'models/default' } } });
+const args = scriptArgs('shapes-sample', 'usage: node dist/scripts/shapes-sample.js [--out models/default]', { out: { type: 'string', default: 'models/default' } });
 
 export async function writePng(scene: Scene, path: string): Promise<void> {
   const { width, height, data } = scene.image;

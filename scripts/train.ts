@@ -18,7 +18,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptArgs } from './args.js';
+
+const USAGE = `usage: node dist/scripts/train.js [--mode vision|joint] [--minutes 45] [--steps N] [--images 8] [--questions 3] [--lr 0.0005]
+  [--ckpt checkpoints/shapes] [--out models/default] [--backend wasm] [--threads 1|2] [--init FILE] ... (options: see the header of scripts/train.ts)`;
 import { selectBackend } from '../src/backend.js';
 import { ImageProcessor } from '../src/preprocess.js';
 import { LlavaTokenizer } from '../src/tokenizer.js';
@@ -33,8 +36,7 @@ import { writeSafetensors } from '../src/train/safetensors-write.js';
 import { SafetensorsFile } from '../weights/safetensors.js';
 import { registerAllGradients } from '../src/train/gradients.js';
 
-const { values: args } = parseArgs({
-  options: {
+const args = scriptArgs('train', USAGE, {
     minutes: { type: 'string', default: '45' },
     steps: { type: 'string', default: '100000' },
     images: { type: 'string', default: '8' },
@@ -72,7 +74,6 @@ const { values: args } = parseArgs({
     types: { type: 'string' },
     // init std of the decoder's q/k projections (new runs only)
     'qk-std': { type: 'string', default: '0.02' },
-  },
 });
 const num = (k: keyof typeof args) => Number(args[k]);
 

@@ -2,23 +2,37 @@
 // illava command line: generate (streams the answer), info. Errors are one line on stderr, exit 1.
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BACKEND_NAMES, type BackendName } from './backend.js';
+import type { WeightFormatOption } from './packing.js';
 import { LlavaModel } from './llava.js';
 import { parseMergeOption, type MergeOption } from './merging.js';
 import type { LoadProgress } from './load.js';
+import { makeDirs, readRegularFileSync, utf8Text } from './files.js';
+import { DEFAULT_MAX_IMAGE_PIXELS, probeImage } from './image.js';
+import { ImageProcessor } from './preprocess.js';
+
+// Writing to a closed pipe (`illava generate | head -c 10`) ends quietly, as other CLI tools do.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+}
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The model shipped in the package, and its sample image. */
 export const DEFAULT_MODEL_DIR = join(ROOT, 'models/default');
 export const DEFAULT_IMAGE = join(DEFAULT_MODEL_DIR, 'sample.png');
 
-/** The question shipped with the sample image (models/default/sample.json). */
-function defaultPrompt(): string {
-  const sample = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'sample.json'), 'utf8')) as { prompt?: unknown };
-  if (typeof sample.prompt !== 'string') throw new Error(`${DEFAULT_MODEL_DIR}/sample.json has no prompt`);
+/** The question shipped with a model folder's sample image (sample.json), if any. */
+function samplePrompt(dir: string): string | undefined {
+  const path = join(dir, 'sample.json');
+  if (!existsSync(path)) return undefined;
+  const sample = JSON.parse(readFileSync(path, 'utf8')) as { prompt?: unknown };
+  if (typeof sample.prompt !== 'string') throw new Error(`${path} has no prompt`);
   return sample.prompt;
 }
 
@@ -26,10 +40,14 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function number(name: string, integer: boolean) {
+/** A numeric option's parser: finite, optionally an integer, within [min, max]. */
+function number(name: string, integer: boolean, min = -Infinity, max = Infinity) {
+  const range = min > -Infinity && max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` >= ${min}` : max < Infinity ? ` <= ${max}` : '';
   return (value: string): number => {
     const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${value}'`);
+    if (value.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+      throw new Error(`--${name} expects ${integer ? 'an integer' : 'a number'}${range}, got '${value}'`);
+    }
     return n;
   };
 }
@@ -57,15 +75,47 @@ interface ModelFlags {
   backend: BackendName | 'auto';
   threads: '1' | '2';
   weights: 'auto' | 'resident' | 'streamed';
+  weightFormat?: WeightFormatOption;
+  visionWeightFormat?: WeightFormatOption;
+  /** --quantized-cache <dir> (a string), --no-quantized-cache (false), neither (true: commander's default for a --no- option). */
+  quantizedCache?: string | boolean;
+  maxImagePixels?: number;
+}
+
+function modelDir(flags: ModelFlags): string {
+  const dir = resolve(flags.model ?? DEFAULT_MODEL_DIR);
+  if (!existsSync(dir)) throw new Error(`model folder '${dir}' does not exist`);
+  if (!statSync(dir).isDirectory()) throw new Error(`model folder '${dir}' is not a folder`);
+  return dir;
+}
+
+/**
+ * Checks the images before the model loads (minutes for a 7B): each is a readable regular file
+ * of a known format, not truncated, and within the pixel limit for the model's preprocessing.
+ */
+async function checkImages(flags: ModelFlags, images: string[]): Promise<void> {
+  if (images.length === 0) return;
+  const dir = modelDir(flags);
+  const processor = await ImageProcessor.fromFile(dir);
+  const limit = flags.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
+  for (const image of images) await probeImage(image, { maxImagePixels: limit, checkSize: (w, h) => processor.checkSize(w, h, limit) });
 }
 
 async function load(flags: ModelFlags, merge?: MergeOption): Promise<LlavaModel> {
-  const modelDir = flags.model;
-  const dir = resolve(modelDir ?? DEFAULT_MODEL_DIR);
-  if (!existsSync(dir)) throw new Error(`model folder '${dir}' does not exist`);
+  const dir = modelDir(flags);
   const bar = progressBar();
   try {
-    return await LlavaModel.fromPretrained(dir, { backend: flags.backend, merge, threads: flags.threads === '2' ? 2 : 1, weights: flags.weights, onProgress: bar.onProgress });
+    return await LlavaModel.fromPretrained(dir, {
+      backend: flags.backend,
+      merge,
+      threads: flags.threads === '2' ? 2 : 1,
+      weights: flags.weights,
+      weightFormat: flags.weightFormat,
+      visionWeightFormat: flags.visionWeightFormat,
+      quantizedCache: flags.quantizedCache === false ? false : flags.quantizedCache === true ? undefined : flags.quantizedCache,
+      maxImagePixels: flags.maxImagePixels,
+      onProgress: bar.onProgress,
+    });
   } finally {
     bar.stop();
   }
@@ -77,13 +127,46 @@ const threadsOption = () =>
 const weightsOption = () =>
   new Option('--weights <mode>', 'weight residency: resident, streamed (fp16 on the host, per layer), auto').choices(['auto', 'resident', 'streamed']).default('auto');
 
-function readPrompt(prompt: string | undefined, promptFile: string | undefined, defaultModel: boolean): string {
-  if (promptFile) return readFileSync(promptFile, 'utf8');
-  return prompt ?? (defaultModel ? defaultPrompt() : 'What is in this image?');
+const FORMAT_CHOICES = ['auto', 'f32', 'f16', 'q8_0', 'q4_0'];
+/** --weight-format, --vision-weight-format, --quantized-cache / --no-quantized-cache (src/packing.ts). */
+const formatOptions = (c: Command): Command =>
+  c
+    .addOption(new Option('--weight-format <f>', 'decoder and lm_head weights: f32 tensors, or packed f16 / q8_0 / q4_0 in our own kernels (auto: q8_0 when f32 does not fit)').choices(FORMAT_CHOICES).default('auto'))
+    .addOption(new Option('--vision-weight-format <f>', 'vision tower and projector weights (default: as --weight-format)').choices(FORMAT_CHOICES))
+    .option('--quantized-cache <dir>', 'folder of the packed-weight cache (default $ILLAVA_CACHE_DIR or ~/.cache/illava)')
+    .option('--no-quantized-cache', 'quantize at every load, write no cache');
+
+const maxImagePixelsOption = () =>
+  new Option('--max-image-pixels <n>', `largest image (and preprocessing buffer) accepted, in pixels`).default(DEFAULT_MAX_IMAGE_PIXELS).argParser(number('max-image-pixels', true, 1));
+
+/** Largest prompt file read (bytes). */
+const MAX_PROMPT_FILE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The prompt: --prompt or --prompt-file (not both), else the model folder's sample.json question,
+ * else 'What is in this image?'. An empty prompt is refused.
+ */
+function readPrompt(prompt: string | undefined, promptFile: string | undefined, dir: string): string {
+  if (prompt !== undefined && promptFile !== undefined) throw new Error('--prompt and --prompt-file were both given: use one');
+  let text: string;
+  if (promptFile !== undefined) {
+    const label = `--prompt-file '${promptFile}'`;
+    text = utf8Text(readRegularFileSync(promptFile, label, MAX_PROMPT_FILE_BYTES), label);
+    if (text.trim() === '') throw new Error(`${label}: the file is empty`);
+    return text;
+  }
+  text = prompt ?? samplePrompt(dir) ?? 'What is in this image?';
+  if (text.trim() === '') throw new Error('--prompt is empty: give the question');
+  return text;
 }
 
 const program = new Command();
-program.name('illava').description('LLaVA vision-language models on TensorFlow.js with iLLaVA token merging').showHelpAfterError();
+program
+  .name('illava')
+  .description('LLaVA vision-language models on TensorFlow.js with iLLaVA token merging')
+  // Argument errors: one line naming the option and what is allowed (no help dump); --help still prints help.
+  .configureOutput({ outputError: (str, write) => write(`illava: ${str.replace(/^error: /, '').trim()}\n`) })
+  .showSuggestionAfterError(true);
 
 program
   .command('generate')
@@ -94,24 +177,39 @@ program
   .option('--prompt <text>', 'the question')
   .option('--prompt-file <file>', 'read the prompt from a file')
   .option('--raw', 'use the prompt as it is, without the LLaVA-1.5 chat template')
-  .option('--max-new-tokens <n>', 'tokens to generate', number('max-new-tokens', true), 64)
-  .option('--temperature <t>', '0 = greedy', number('temperature', false), 0)
-  .option('--top-k <k>', 'sample among the k most likely tokens', number('top-k', true), 0)
-  .option('--top-p <p>', 'nucleus sampling', number('top-p', false), 1)
+  .option('--text-only', 'no image (otherwise, without --image/--video, the model folder\'s sample.png is used when it has one)')
+  .option('--max-new-tokens <n>', 'tokens to generate', number('max-new-tokens', true, 0), 64)
+  .option('--temperature <t>', '0 = greedy', number('temperature', false, 0), 0)
+  .option('--top-k <k>', 'sample among the k most likely tokens', number('top-k', true, 0), 0)
+  .option('--top-p <p>', 'nucleus sampling', number('top-p', false, 0, 1), 1)
   .option('--seed <n>', 'random seed for sampling', number('seed', true), 0)
   .option('--stop <text>', 'stop string (repeatable)', collect, [])
-  .option('--merge <preset|json|file>', "token merging: none, illava, tome, fastv, a JSON config or a .json file", 'none')
+  .option('--merge <preset|json|file>', 'token merging: none, illava, tome, fastv (a preset name is always the preset), inline JSON, or a JSON file (@file, or a path that is not a preset name)', 'none')
   .option('--no-cache', 'recompute the whole sequence at every step (slow; for checks)')
   .addOption(backendOption())
   .addOption(threadsOption())
   .addOption(weightsOption())
+  .addOption(maxImagePixelsOption())
   .action(async (opts) => {
+    // Everything that can be checked before the model loads is checked first.
     const merge = parseMergeOption(opts.merge);
+    const dir = modelDir(opts);
+    const sample = join(dir, 'sample.png');
+    if (opts.textOnly && (opts.image.length > 0 || opts.video)) throw new Error('--text-only cannot be combined with --image or --video');
+    const images: string[] = opts.image.length === 0 && !opts.video && !opts.textOnly && existsSync(sample) ? [sample] : opts.image;
+    const prompt = readPrompt(opts.prompt, opts.promptFile, dir);
+    await checkImages(opts, [...images, ...(opts.video ?? [])]);
     const model = await load(opts, merge);
-    const images: string[] = opts.image.length === 0 && !opts.video && !opts.model ? [DEFAULT_IMAGE] : opts.image;
-    process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason}); weights ${model.residency.residency}; ${model.threads} thread(s)\n`);
+    const f = model.layout.formats;
+    process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason}); weights ${model.residency.residency}; ${model.threads} thread(s); formats ${f.decoder} decoder, ${f.vision} vision (${f.reason})\n`);
+    model.layout.warnings.forEach((w) => process.stderr.write(`illava: warning: ${w}\n`));
+    const unkId = model.tokenizer.unkId;
+    if (unkId !== undefined) {
+      const unknown = opts.raw ? 0 : model.tokenizer.encode(prompt, { addBos: false }).filter((id) => id === unkId).length;
+      if (unknown > 0) process.stderr.write(`illava: warning: ${unknown} word(s) of the prompt are not in the tokenizer's vocabulary and become <unk>\n`);
+    }
     const out = await model.generate({
-      prompt: readPrompt(opts.prompt, opts.promptFile, !opts.model),
+      prompt,
       images,
       video: opts.video,
       template: opts.raw ? 'raw' : 'llava',
@@ -129,7 +227,7 @@ program
     const lines = [
       `tokens: prompt ${out.promptIds.length} ids -> ${out.sequenceLength.input} with images -> ${out.sequenceLength.afterMerge} after language-stage merging; generated ${out.tokenIds.length} (${out.finishReason})`,
       ...out.merges.map((m, i) => `image ${i + 1}: ${[`${m.patches} patches`, ...m.vision.map((c) => `vision layer ${c.layer}: ${c.tokens}`), ...m.language.map((c) => `llm layer ${c.layer}: ${c.tokens}`)].join(' -> ')}`),
-      `time: preprocess ${t.preprocessMs.toFixed(0)} ms, vision ${t.visionMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, first token ${t.firstTokenMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tokens/s, total ${t.totalMs.toFixed(0)} ms`,
+      `time: preprocess ${t.preprocessMs.toFixed(0)} ms, vision ${t.visionMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, first token ${t.firstTokenMs.toFixed(0)} ms, decode ${out.tokenIds.length > 1 ? `${t.decodeTokensPerSecond.toFixed(1)} tokens/s` : 'n/a (under 2 tokens)'}, total ${t.totalMs.toFixed(0)} ms`,
     ];
     process.stderr.write(lines.join('\n') + '\n');
     model.dispose();
@@ -154,6 +252,7 @@ program
       ['stored dtype', model.storedDtypes().join(', ')],
       ['backend', `${model.backend.name} (${model.backend.reason})`],
       ['execution', `weights ${model.residency.residency} (${model.residency.reason}), ${model.threads} thread(s)`],
+      ['formats', `decoder ${model.layout.formats.decoder}, vision ${model.layout.formats.vision} (${model.layout.formats.reason}); ${(model.layout.packedBytes / 1e9).toFixed(3)} GB packed${model.layout.cacheRead.length ? `, read from ${model.layout.cacheRead.join(', ')}` : ''}${model.layout.cacheWritten.length ? `, cached to ${model.layout.cacheWritten.join(', ')}` : ''}`],
     ];
     for (const [k, v] of rows) process.stdout.write(`${k.padEnd(13)} ${v}\n`);
     model.dispose();
@@ -168,12 +267,15 @@ program
   .option('--plot <presets>', 'comma-separated presets whose token counts per layer are plotted', 'none,illava,tome,fastv')
   .option('--prompt <text>', 'the question (the language stage scores image tokens by its last token)')
   .option('--out <dir>', 'output folder', 'visualize')
-  .option('--scale <n>', 'drawing scale of the image (default: at least 448 px wide)', number('scale', true))
+  .option('--scale <n>', 'drawing scale of the image, 1-64 (default: at least 448 px wide; pictures are at most 4096 px wide)', number('scale', true, 1, 64))
   .addOption(backendOption())
   .addOption(threadsOption())
   .addOption(weightsOption())
+  .addOption(maxImagePixelsOption())
   .action(async (opts) => {
     const { visualize } = await import('./visualize.js');
+    await checkImages(opts, [opts.image ?? DEFAULT_IMAGE]);
+    makeDirs(opts.out, `--out '${opts.out}'`);
     const merge = parseMergeOption(opts.merge);
     const plot = String(opts.plot)
       .split(',')
@@ -201,7 +303,11 @@ program
     }
   });
 
+// Weight formats for every command that loads a model.
+for (const command of program.commands) if (['generate', 'info', 'visualize'].includes(command.name())) formatOptions(command);
+
 program.parseAsync(process.argv).catch((e: unknown) => {
+  if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(0);
   process.stderr.write(`illava: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

@@ -3,7 +3,9 @@
 // llava-hf configs rely on transformers' defaults for most fields (llava-1.5-7b-hf's text_config
 // names little more than the vocabulary size), so the defaults below are those of
 // LlavaConfig, CLIPVisionConfig and LlamaConfig.
-import { readFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readRegularFileSync, utf8Text } from './files.js';
+import { parseStrictJson } from '../weights/strict-json.js';
 import { join } from 'node:path';
 
 export interface VisionConfig {
@@ -178,12 +180,7 @@ export function parseLlavaConfig(json: unknown): LlavaConfig {
 export function readLlavaConfig(dir: string): LlavaConfig {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new Error(`${dir}: no config.json (is this a Hugging Face LLaVA model folder?)`);
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new Error(`${path}: not valid JSON (${e instanceof Error ? e.message : String(e)})`);
-  }
+  const json = parseStrictJson(utf8Text(readRegularFileSync(path, path), path), path);
   return parseLlavaConfig(json);
 }
 

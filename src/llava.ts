@@ -8,9 +8,10 @@ import { KVCache } from '../layers/index.js';
 import { openWeights, type WeightSource } from '../weights/index.js';
 import { selectBackend, type BackendChoice, type BackendName } from './backend.js';
 import { buildLlavaPrompt } from './chat.js';
-import { readLlavaConfig, type LlavaConfig } from './config.js';
-import { loadImage, type RgbImage } from './image.js';
+import { patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js';
+import { DEFAULT_MAX_IMAGE_PIXELS, loadImage, type RgbImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
+import { checkConfigAgainstWeights } from './config-check.js';
 import { ParallelPool } from '../layers/parallel.js';
 import { releaseUnpackedWeightsEnabled } from '../layers/wasm-memory.js';
 import { chooseResidency, type Residency, type ResidencyOption } from './streamed.js';
@@ -126,6 +127,12 @@ export interface LoadOptions {
    */
   weights?: ResidencyOption;
   /**
+   * Largest image accepted, in pixels, for the decoded image and for every buffer its
+   * preprocessing allocates (default DEFAULT_MAX_IMAGE_PIXELS, 50 megapixels); checked from the
+   * file header before decoding.
+   */
+  maxImagePixels?: number;
+  /**
    * Format of the decoder's and lm_head's linear weights: 'f32' (float32 tensors), 'f16', 'q8_0'
    * or 'q4_0' (packed in our own WebAssembly memories and kernels: layers/packed/), or 'auto'
    * (default): f32 when the float32 model fits the backend, else q8_0 (src/packing.ts).
@@ -139,6 +146,8 @@ export interface LoadOptions {
    * writes them there otherwise, so a second load does not quantize again.
    */
   quantizedCache?: string | false;
+  /** Sizes of the packed weights' memories (layers/packed/arena.ts): for tuning, and tests that spread a model over many memories. */
+  packedMemory?: { ioBytes?: number; memoryLimit?: number };
 }
 
 /** How a model's weights were laid out at load. */
@@ -153,6 +162,10 @@ export interface WeightLayout {
 }
 
 export class LlavaModel {
+  /** LoadOptions.maxImagePixels. */
+  maxImagePixels = DEFAULT_MAX_IMAGE_PIXELS;
+  private disposed = false;
+
   private constructor(
     readonly dir: string,
     readonly config: LlavaConfig,
@@ -202,6 +215,13 @@ export class LlavaModel {
       throw new Error(`${parts.name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
     }
     resolveModelMerge(options.merge ?? 'none', config); // validate now, not at the first call
+    const maxImagePixels = options.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
+    if (!Number.isSafeInteger(maxImagePixels) || maxImagePixels < 1) throw new Error(`maxImagePixels must be a positive integer, got ${String(options.maxImagePixels)}`);
+    const outSize = imageProcessor.fixedOutputSize();
+    if (outSize && (outSize.width !== config.vision.imageSize || outSize.height !== config.vision.imageSize)) {
+      throw new Error(`${parts.name}: preprocessor_config.json gives ${outSize.width}x${outSize.height} images but the vision tower expects ${config.vision.imageSize}x${config.vision.imageSize} (vision_config.image_size)`);
+    }
+    checkConfigAgainstWeights(config, source, parts.name); // before anything is allocated from config sizes
     const dtypes = [...new Set(source.names().map((n) => source.info(n)?.dtype ?? '?'))].sort();
     const threads = options.threads ?? 1;
     if (threads !== 1 && threads !== 2) throw new Error(`threads must be 1 or 2, got ${String(threads)}`);
@@ -220,7 +240,7 @@ export class LlavaModel {
     const residency = decoderPacked
       ? { residency: 'resident' as const, reason: `packed ${decoderPacked}` }
       : want === 'auto' ? chooseResidency(config, backend.name, { releaseWeights: releaseUnpackedWeightsEnabled() }) : { residency: want, reason: 'requested' };
-    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads) : undefined;
+    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads, options.packedMemory?.ioBytes, options.packedMemory?.memoryLimit) : undefined;
     // The tfjs worker (layers/parallel.ts) splits float32 MLPs; packed layers use the runtime's threads.
     const pool = threads === 2 && (!decoderPacked || !visionPacked) ? await ParallelPool.start() : undefined;
     const cacheDir = options.quantizedCache === false || !parts.fingerprint ? null : options.quantizedCache ?? defaultCacheDir();
@@ -246,19 +266,28 @@ export class LlavaModel {
       layout.cacheWritten = written;
       layout.warnings = warnings;
     }
-    return new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency, runtime, layout);
+    const model = new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency, runtime, layout);
+    model.maxImagePixels = maxImagePixels;
+    return model;
   }
 
   /** Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics). */
   async pixelValues(image: ImageInput): Promise<PixelValues> {
+    this.checkAlive('pixelValues');
+    if (typeof image !== 'string' && !(image instanceof Uint8Array) && (typeof image !== 'object' || image === null)) {
+      throw new Error(`an image must be a path, encoded bytes (Uint8Array), an RgbImage or PixelValues, got ${image === null ? 'null' : typeof image}`);
+    }
     if (typeof image === 'object' && 'pixelValues' in image) {
+      if (!(image.pixelValues instanceof Float32Array)) throw new Error('pixel values must be a Float32Array');
       const size = this.config.vision.imageSize;
       if (image.height !== size || image.width !== size || image.pixelValues.length !== 3 * size * size) {
         throw new Error(`pixel values must be [3, ${size}, ${size}], got ${image.pixelValues.length} values for ${image.width}x${image.height}`);
       }
       return image;
     }
-    const processed = this.imageProcessor.preprocess(await loadImage(image));
+    const limit = this.maxImagePixels;
+    const rgb = await loadImage(image, { maxImagePixels: limit, checkSize: (w, h) => this.imageProcessor.checkSize(w, h, limit) });
+    const processed = this.imageProcessor.preprocess(rgb, limit);
     const size = this.config.vision.imageSize;
     if (processed.height !== size || processed.width !== size) {
       throw new Error(`preprocessor_config.json gives ${processed.width}x${processed.height} images but the vision tower expects ${size}x${size}`);
@@ -287,6 +316,12 @@ export class LlavaModel {
 
   /** Token ids of a prompt after the template (one image id per image). */
   promptIds(input: PromptInput): number[] {
+    this.checkAlive('promptIds');
+    if (typeof input !== 'object' || input === null) throw new Error('expected an options object { prompt, images?, ... }');
+    if (typeof input.prompt !== 'string') throw new Error(`prompt must be a string (the question), got ${input.prompt === undefined ? 'none' : typeof input.prompt}`);
+    for (const key of ['images', 'video'] as const) {
+      if (input[key] !== undefined && !Array.isArray(input[key])) throw new Error(`${key} must be an array of images, got ${typeof input[key]}`);
+    }
     const images = (input.images?.length ?? 0) + (input.video?.length ?? 0);
     const text = input.template === 'raw' ? input.prompt : buildLlavaPrompt(input.prompt, images);
     const ids = this.tokenizer.encode(text);
@@ -295,8 +330,24 @@ export class LlavaModel {
     return ids;
   }
 
-  private async prepare(input: PromptInput): Promise<PreparedPrompt> {
+  /** Throws when the prompt (images expanded) plus `newTokens` exceeds max_position_embeddings. */
+  private checkContext(ids: number[], newTokens: number): void {
+    const perImage = patchesPerImage(this.config) + (this.config.visionFeatureSelectStrategy === 'full' ? 1 : 0);
+    const images = ids.filter((id) => id === this.config.imageTokenIndex).length;
+    const promptTokens = ids.length - images + images * perImage;
+    const limit = this.config.text.maxPositionEmbeddings;
+    if (promptTokens + newTokens > limit) {
+      throw new Error(`the prompt is ${promptTokens} tokens (${images} image(s) of ${perImage}) and ${newTokens} new tokens were asked for: ${promptTokens + newTokens} is over the model's context of ${limit} positions (max_position_embeddings); shorten the prompt or lower maxNewTokens (--max-new-tokens) to at most ${Math.max(0, limit - promptTokens)}`);
+    }
+  }
+
+  private checkAlive(what: string): void {
+    if (this.disposed) throw new Error(`${what}: this model has been disposed (dispose() was called); load it again with LlavaModel.fromPretrained`);
+  }
+
+  private async prepare(input: PromptInput, newTokens = 0): Promise<PreparedPrompt> {
     const ids = this.promptIds(input);
+    this.checkContext(ids, newTokens);
     const images = [...(input.images ?? []), ...(input.video ?? [])];
     const session = new MergeSession(resolveModelMerge(input.merge ?? this.defaultMerge, this.config));
     let t = performance.now();
@@ -337,6 +388,7 @@ export class LlavaModel {
 
   /** Last-position logits of the prompt [vocab] (for checks and scoring). */
   async logits(input: PromptInput): Promise<Float32Array> {
+    this.checkAlive('logits');
     const prepared = await this.prepare(input);
     const cache = new KVCache(this.decoder.layers.length);
     try {
@@ -350,10 +402,12 @@ export class LlavaModel {
 
   async generate(options: GenerateOptions): Promise<GenerateOutput> {
     const start = performance.now();
+    this.checkAlive('generate');
+    if (typeof options !== 'object' || options === null) throw new Error('generate expects an options object { prompt, images?, ... }');
     const maxNewTokens = options.maxNewTokens ?? 64;
-    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer >= 0, got ${String(maxNewTokens)}`);
     const sampler = new TokenSampler(options);
-    const prepared = await this.prepare(options);
+    const prepared = await this.prepare(options, maxNewTokens);
     const decoded = decodeTokens(this.decoder, this.tokenizer, prepared, sampler, { ...options, maxNewTokens });
     const end = performance.now();
     const { prefillMs, decodeMs } = decoded;
@@ -399,6 +453,8 @@ export class LlavaModel {
   }
 
   dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
     this.vision.dispose();
     this.projector.dispose();
     this.decoder.dispose();

@@ -1,9 +1,12 @@
 // The bridge between the model and merge/: resolves a merge option against the model's shape and
 // runs one prompt's merging (vision states per image, the language-stage hook of the prefill, the
 // per-image reports that generate() returns as `merges`).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readRegularFileSync, utf8Text } from './files.js';
+import { parseStrictJson } from '../weights/strict-json.js';
 import type * as tf from '@tensorflow/tfjs-core';
 import {
+  MERGE_PRESET_NAMES,
   TokenMerger,
   parseMergeSpec,
   resolveMergeConfig,
@@ -31,14 +34,34 @@ export function resolveModelMerge(option: MergeOption, config: LlavaConfig): Mer
   return resolveMergeConfig(option, modelShape(config));
 }
 
-/** The CLI's --merge value: a preset name, inline JSON, or a path to a JSON file. */
+/** Largest merge config file read (bytes). */
+const MAX_MERGE_FILE_BYTES = 1024 * 1024;
+
+/**
+ * The CLI's --merge value. One rule, checked in this order: a preset name (`none`, `illava`,
+ * `tome`, `fastv`) is always the preset, even when a file or folder of that name exists; `@path`
+ * reads a JSON file; a value starting with `{` is inline JSON; any other value that names an
+ * existing file (or ends in `.json`) is read as a JSON file. Errors name the file, never its text.
+ */
 export function parseMergeOption(text: string): MergeOption {
   const t = text.trim();
-  if (!t.startsWith('{') && (t.endsWith('.json') || existsSync(t))) {
-    if (!existsSync(t)) throw new Error(`merge config file '${t}' does not exist`);
-    return parseMergeSpec(readFileSync(t, 'utf8'));
-  }
+  if ((MERGE_PRESET_NAMES as readonly string[]).includes(t)) return t as MergePresetName;
+  if (t.startsWith('@')) return readMergeFile(t.slice(1));
+  if (!t.startsWith('{') && (t.endsWith('.json') || existsSync(t))) return readMergeFile(t);
   return parseMergeSpec(t);
+}
+
+function readMergeFile(path: string): MergeOption {
+  const label = `merge config file '${path}'`;
+  if (path === '') throw new Error(`--merge @: a file name must follow '@'`);
+  const text = utf8Text(readRegularFileSync(path, label, MAX_MERGE_FILE_BYTES), label);
+  const json = parseStrictJson(text, label);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${label}: must hold a JSON object (a merge config; presets are given by name)`);
+  try {
+    return parseMergeSpec(JSON.stringify(json));
+  } catch (e) {
+    throw new Error(`${label}: ${(e as Error).message.replace(/^merge spec: /, '')}`);
+  }
 }
 
 function active(config: MergeConfig): boolean {

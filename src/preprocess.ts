@@ -12,10 +12,12 @@
 //    offsets with out-of-range pixels = 0.
 //  * rescale: float32(uint8 * rescale_factor), product in float64 (HF `rescale`).
 //  * normalize in float32: (x - float32(mean)) / float32(std), each op rounded to float32.
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RgbImage } from './image.js';
-import { validateRgbImage } from './image.js';
+import { DEFAULT_MAX_IMAGE_PIXELS, validateRgbImage } from './image.js';
+import { parseStrictJson } from '../weights/strict-json.js';
+import { readRegularFile, utf8Text } from './files.js';
 import { cropImage, padToSquare, PIL_RESAMPLE, resize, type ResampleFilter } from './resample.js';
 
 /** The fields of preprocessor_config.json that are read (others are ignored). */
@@ -68,8 +70,12 @@ const CLIP_STD: Triple = [0.26862954, 0.26130258, 0.27577711];
 const bad = (field: string, why: string, got: unknown): Error =>
   new Error(`preprocessor config: '${field}' ${why} (got ${JSON.stringify(got)})`);
 
+/** Largest resize/crop size accepted from a preprocessor config (px per side). */
+export const MAX_PREPROCESS_SIDE = 4096;
+
 function posInt(v: unknown, field: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw bad(field, 'must be a positive integer', v);
+  if (v > MAX_PREPROCESS_SIDE) throw bad(field, `must be at most ${MAX_PREPROCESS_SIDE} px`, v);
   return v;
 }
 
@@ -131,6 +137,17 @@ export function resolveConfig(cfg: PreprocessorConfig): ImageProcessorSettings {
   const doNorm = bool(cfg.do_normalize, 'do_normalize', true);
   const mean = doNorm ? meanForPad : null;
   const std = doNorm ? triple(cfg.image_std, 'image_std', CLIP_STD, true) : null;
+  // Values that would turn pixels into Inf/NaN in float32 (e.g. image_std 1e-300 rounds to 0,
+  // rescale_factor 1e308 overflows) are refused: the model would silently answer nothing.
+  const f = Math.fround;
+  for (const u of [0, 255]) {
+    const x = rescaleFactor !== null ? f(u * rescaleFactor) : u;
+    if (!Number.isFinite(x)) throw bad('rescale_factor', 'overflows float32 on pixel values', cfg.rescale_factor);
+    for (let c = 0; c < 3 && mean && std; c++) {
+      if (f(std[c]) === 0) throw bad('image_std', 'is zero in float32 (pixels would become Inf/NaN)', cfg.image_std);
+      if (!Number.isFinite(f(f(x - f(mean[c])) / f(std[c])))) throw bad('image_std', 'makes normalised pixels overflow float32', cfg.image_std);
+    }
+  }
   // LLaVA: tuple(int(x * 255) for x in image_processor.image_mean), clamped to a byte.
   const padFill = meanForPad.map((m) => Math.min(255, Math.max(0, Math.trunc(m * 255)))) as Triple;
   return { pad, padFill, resize: resizeSpec, filter, crop, rescaleFactor, mean, std };
@@ -151,18 +168,8 @@ export class ImageProcessor {
     } catch {
       throw new Error(`preprocessor config '${path}': file not found`);
     }
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch {
-      throw new Error(`preprocessor config '${file}': file not found`);
-    }
-    let cfg: PreprocessorConfig;
-    try {
-      cfg = JSON.parse(text) as PreprocessorConfig;
-    } catch (e) {
-      throw new Error(`preprocessor config '${file}': invalid JSON (${(e as Error).message})`);
-    }
+    const label = `preprocessor config '${file}'`;
+    const cfg = parseStrictJson(utf8Text(await readRegularFile(file, label), label), label) as PreprocessorConfig;
     try {
       return ImageProcessor.fromConfig(cfg);
     } catch (e) {
@@ -170,9 +177,50 @@ export class ImageProcessor {
     }
   }
 
+  /** The output size when it does not depend on the input (a crop, or a fixed resize), else null. */
+  fixedOutputSize(): { width: number; height: number } | null {
+    const s = this.settings;
+    if (s.crop) return { ...s.crop };
+    if (s.resize && !('shortestEdge' in s.resize)) return { ...s.resize };
+    return null;
+  }
+
+  /**
+   * Throws unless preprocessing a `width` x `height` image stays within `maxPixels` for every
+   * buffer it allocates (the padded square, the resized image and the resampler's intermediate),
+   * so an extreme aspect ratio (400000x1) is refused before anything is allocated.
+   */
+  checkSize(width: number, height: number, maxPixels: number = DEFAULT_MAX_IMAGE_PIXELS): void {
+    const s = this.settings;
+    let w = width;
+    let h = height;
+    const sizes: Array<[string, number, number]> = [['image', w, h]];
+    if (s.pad) {
+      w = h = Math.max(w, h);
+      sizes.push(['padded to a square', w, h]);
+    }
+    if (s.resize) {
+      let nw: number;
+      let nh: number;
+      if ('shortestEdge' in s.resize) {
+        const size = s.resize.shortestEdge;
+        const newLong = Math.trunc((size * Math.max(w, h)) / Math.min(w, h));
+        [nw, nh] = w <= h ? [size, newLong] : [newLong, size];
+      } else ({ width: nw, height: nh } = s.resize);
+      if (nw === 0 || nh === 0) throw new Error(`image ${width}x${height} is too elongated to resize (would be ${nw}x${nh})`);
+      sizes.push(['resampling', nw, h], ['resampling', w, nh], ['resized', nw, nh]);
+    }
+    for (const [what, a, b] of sizes) {
+      if (a * b > maxPixels) {
+        throw new Error(`image ${width}x${height}: preprocessing would allocate ${a}x${b} pixels (${what}), over the ${maxPixels}-pixel limit (maxImagePixels / --max-image-pixels); an aspect ratio this extreme is not supported`);
+      }
+    }
+  }
+
   /** The uint8 steps: pad, resize, center crop. */
-  transform(img: RgbImage): RgbImage {
+  transform(img: RgbImage, maxPixels: number = DEFAULT_MAX_IMAGE_PIXELS): RgbImage {
     validateRgbImage(img);
+    this.checkSize(img.width, img.height, maxPixels);
     const s = this.settings;
     let im = s.pad ? padToSquare(img, s.padFill) : img;
     if (s.resize) {
@@ -198,9 +246,9 @@ export class ImageProcessor {
     return im;
   }
 
-  preprocess(img: RgbImage): PreprocessResult {
+  preprocess(img: RgbImage, maxPixels: number = DEFAULT_MAX_IMAGE_PIXELS): PreprocessResult {
     const s = this.settings;
-    const im = this.transform(img);
+    const im = this.transform(img, maxPixels);
     const { width, height } = im;
     const plane = width * height;
     const out = new Float32Array(3 * plane);

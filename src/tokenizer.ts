@@ -9,7 +9,8 @@
 // LLaVA's `tokenizer_image_token` does: the prompt is split at "<image>", the pieces tokenized
 // separately and joined with `imageTokenId` (default -200, LLaVA's IMAGE_TOKEN_INDEX).
 import { Tokenizer } from '@huggingface/tokenizers';
-import { readFile } from 'node:fs/promises';
+import { readRegularFile, utf8Text } from './files.js';
+import { parseStrictJson } from '../weights/strict-json.js';
 import { join } from 'node:path';
 
 export interface LlavaTokenizerOptions {
@@ -31,23 +32,27 @@ function tokenText(t: TokenSpec): string | undefined {
 }
 
 async function readJson(path: string, what: string): Promise<Record<string, unknown>> {
-  let text: string;
+  const label = `tokenizer: ${what} '${path}'`;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readRegularFile(path, label, MAX_TOKENIZER_BYTES);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(code === 'ENOENT' ? `tokenizer: ${what} not found at '${path}'` : `tokenizer: cannot read '${path}' (${(e as Error).message})`);
+    if (/file not found$/.test((e as Error).message)) throw new Error(`tokenizer: ${what} not found at '${path}'`);
+    throw e;
   }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`tokenizer: '${path}' is not valid JSON (${(e as Error).message})`);
-  }
+  const json = parseStrictJson(utf8Text(bytes, label), label);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${label}: not a JSON object`);
+  return json as Record<string, unknown>;
 }
+
+/** Largest tokenizer.json / tokenizer_config.json read (bytes). */
+const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
 
 export class LlavaTokenizer {
   readonly bosId: number | undefined;
   readonly eosId: number | undefined;
+  /** The model's unknown-token id (tokenizer.json model.unk_token), when it has one. */
+  unkId: number | undefined;
   readonly imageToken: string;
   /** Id of the image placeholder: its vocabulary id, or LLAVA_IMAGE_TOKEN_INDEX / the option. */
   readonly imageTokenId: number;
@@ -83,10 +88,16 @@ export class LlavaTokenizer {
     let hf: Tokenizer;
     try {
       hf = new Tokenizer(json, config);
+      // Some parts (the post_processor) are only used at encode time: try them now, at load.
+      hf.encode('a', { add_special_tokens: true });
     } catch (e) {
-      throw new Error(`tokenizer: cannot build from '${join(dir, 'tokenizer.json')}' (${(e as Error).message})`);
+      throw new Error(`tokenizer: cannot build from '${join(dir, 'tokenizer.json')}' (${String((e as Error).message).slice(0, 200)})`);
     }
-    return new LlavaTokenizer(hf, config, opts);
+    const model = json.model as { unk_token?: unknown } | undefined;
+    const unk = typeof model?.unk_token === 'string' ? hf.token_to_id(model.unk_token) : undefined;
+    const tok = new LlavaTokenizer(hf, config, opts);
+    tok.unkId = unk;
+    return tok;
   }
 
   get vocabSize(): number {

@@ -9,7 +9,10 @@
 // Colours follow a region's first patch (raster order), so a region keeps its colour from one step
 // to the next unless it absorbs an earlier patch. The language-stage picture maps the LLM's image
 // tokens back to patches through the vision-stage merges (MergeReport stages).
-import { mkdirSync } from 'node:fs';
+import { makeDirs } from './files.js';
+
+/** Largest stage picture side drawn (px). */
+export const MAX_PICTURE_SIDE = 4096;
 import { join } from 'node:path';
 import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
@@ -88,14 +91,16 @@ export async function visualize(model: LlavaModel, options: VisualizeOptions): P
   const name = options.name ?? (typeof option === 'string' ? option : 'custom');
   const config: MergeConfig = { ...resolveModelMerge(option, model.config), trackSources: true };
   const prompt = options.prompt ?? DEFAULT_PROMPT;
-  const rgb = await loadImage(options.image);
-  const processed = model.imageProcessor.preprocess(rgb);
+  const limit = model.maxImagePixels;
+  const rgb = await loadImage(options.image, { maxImagePixels: limit, checkSize: (w, h) => model.imageProcessor.checkSize(w, h, limit) });
+  const processed = model.imageProcessor.preprocess(rgb, limit);
   const size = processed.width;
   const patch = model.config.vision.patchSize;
   const grid = size / patch;
   const scale = options.scale ?? defaultScale(size);
   if (!Number.isInteger(scale) || scale < 1) throw new Error(`scale must be an integer >= 1, got ${scale}`);
-  mkdirSync(options.outDir, { recursive: true });
+  if (size * scale > MAX_PICTURE_SIDE) throw new Error(`scale ${scale} draws ${size * scale} px pictures, over the ${MAX_PICTURE_SIDE} px limit (scale at most ${Math.floor(MAX_PICTURE_SIDE / size)} for this ${size} px model)`);
+  makeDirs(options.outDir, `output folder '${options.outDir}'`);
   const font = await loadFont(SANS_16_BLACK);
 
   const drawn = await mergeReport(model, rgb, prompt, config);

@@ -117,6 +117,22 @@ describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function 
     await selectBackend('wasm');
   });
 
+  it('weights spread over many small memories compute as in one', () => {
+    const r = new PackedRuntime(2, 1 << 16, 1 << 20);
+    runtimes.push(r);
+    const layers = [0, 1, 2, 3, 4, 5].map((i) => {
+      const w = randomUniform(96 * 3000, 1, 40 + i);
+      return { w, layer: PackedLinear.fromTorch(r, 'q8_0', w, 96, 3000, null) };
+    });
+    expect(r.arena.memories.length).to.be.greaterThan(2);
+    expect(new Set(layers.map((l) => l.layer.matrix().data.buffer)).size).to.be.greaterThan(2);
+    const x = randomUniform(3 * 3000, 1, 9);
+    for (const { w, layer } of layers) {
+      const got = tf.tidy(() => layer.apply(tf.tensor2d(x, [3, 3000])).dataSync() as Float32Array);
+      expect(relError(got, Float32Array.from(referenceMatmul(x, 3, quantizeMatrix(w, 96, 3000, 'q8_0'))))).to.be.below(1e-5);
+    }
+  });
+
   it('refuses an input of the wrong width', () => {
     const layer = PackedLinear.fromTorch(runtime(1), 'f16', randomUniform(8 * 32, 1, 1), 8, 32, null);
     expect(() => layer.apply(tf.zeros([1, 31]))).to.throw(/input must be \[T, 32\]/);

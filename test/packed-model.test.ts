@@ -108,6 +108,17 @@ describe('packed weights (f16, q8_0, q4_0) on tiny-llava', function () {
     two.dispose();
   });
 
+  it('a model spread over many 3 MiB memories (KV scratch in its own) gives the same logits as one memory', async () => {
+    const one = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { weightFormat: 'q8_0', quantizedCache: false, threads: 2 });
+    const many = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { weightFormat: 'q8_0', quantizedCache: false, threads: 2, packedMemory: { ioBytes: 1 << 18, memoryLimit: 3 << 20 } });
+    const a = await one.generate({ ...prompts[0], maxNewTokens: 4, stopIds: [], returnLogits: true });
+    const b = await many.generate({ ...prompts[0], maxNewTokens: 4, stopIds: [], returnLogits: true });
+    expect(b.tokenIds).to.deep.equal(a.tokenIds);
+    b.logits?.forEach((l, s) => expect(Array.from(l)).to.deep.equal(Array.from((a.logits as Float32Array[])[s])));
+    one.dispose();
+    many.dispose();
+  });
+
   it('a mixed layout: q8_0 decoder with an f16 vision tower', async () => {
     const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { weightFormat: 'q8_0', visionWeightFormat: 'f16', quantizedCache: false });
     expect(model.layout.formats).to.include({ decoder: 'q8_0', vision: 'f16' });

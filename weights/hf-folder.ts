@@ -1,6 +1,8 @@
 // Weights of a Hugging Face model folder: a single `model.safetensors`, or shards listed by
 // `model.safetensors.index.json` ({"metadata": {...}, "weight_map": {tensor name: shard file}}).
 // `openWeights` also recognises a tfjs weights manifest (model.json) written by tfjs-format.ts.
+import { parseStrictJson } from './strict-json.js';
+import { checkRegularWeightFile } from './safetensors.js';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { canonicalNameMap, toCanonicalName } from './names.js';
@@ -80,14 +82,10 @@ export function openSafetensors(path: string): SafetensorsSource {
 const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
 function parseIndex(indexPath: string): Map<string, string> {
+  checkRegularWeightFile(indexPath);
   const size = statSync(indexPath).size;
   if (size > MAX_INDEX_BYTES) throw new Error(`${indexPath}: ${size} bytes, too large for a safetensors index`);
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
-  } catch (e) {
-    throw new Error(`${indexPath}: not valid JSON (${e instanceof Error ? e.message : String(e)})`);
-  }
+  const json = parseStrictJson(readFileSync(indexPath, 'utf8'), indexPath);
   const weightMap = (json as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw new Error(`${indexPath}: 'weight_map' is missing or not an object of tensor name -> shard file`);
@@ -111,7 +109,7 @@ export function openShardedSafetensors(dir: string, indexPath = join(dir, INDEX_
   const shardNames = [...new Set(weightMap.values())].sort();
   const missing = shardNames.filter((f) => !existsSync(join(dir, f)));
   if (missing.length > 0) {
-    throw new Error(`${indexPath}: ${missing.length} of ${shardNames.length} shard files listed in weight_map are missing from ${dir}: ${missing.join(', ')}`);
+    throw new Error(`${indexPath}: ${missing.length} of ${shardNames.length} shard files listed in weight_map are missing from ${dir}: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? `, ... (${missing.length - 5} more)` : ''}`);
   }
   const files = new Map<string, SafetensorsFile>();
   try {

@@ -6,9 +6,10 @@
 // the data section) plus an optional "__metadata__" string->string map. Every field is validated
 // before it is trusted: lengths, dtypes, shapes, offsets, overlaps, holes and truncation. Tensor
 // data is then read on demand, one tensor at a time, with positioned reads (shards are ~10 GB).
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { bytesToFloat32, DTYPE_BYTES } from './dtype.js';
 import { elementCount, readExactly, shapeString } from './file-io.js';
+import { parseStrictJson } from './strict-json.js';
 import type { StorageDtype } from './types.js';
 
 /** Largest header accepted, as in the reference implementation (100 MiB). */
@@ -85,16 +86,12 @@ export function parseSafetensorsHeader(path: string, headerBytes: Uint8Array, da
   const fail: (msg: string) => never = (msg) => { throw new Error(`${path}: ${msg}`); };
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
   } catch {
     return fail('header is not valid UTF-8');
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    return fail(`header is not valid JSON (${e instanceof Error ? e.message : String(e)})`);
-  }
+  // Strict, as the reference (serde) parser: integers only, no duplicate keys, no BOM.
+  const json = parseStrictJson(text, `${path}: header`, { integersOnly: true });
   if (!isPlainObject(json)) return fail(`header is not a JSON object (got ${describe(json)})`);
 
   const metadata: Record<string, string> = {};
@@ -132,6 +129,21 @@ export function parseSafetensorsHeader(path: string, headerBytes: Uint8Array, da
   return { entries, metadata };
 }
 
+/**
+ * Throws `<path>: ...` unless `path` is a regular file: opening a FIFO blocks forever and a
+ * directory gives a bare EISDIR.
+ */
+export function checkRegularWeightFile(path: string): void {
+  let s;
+  try {
+    s = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`${path}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? 'error'})`}`);
+  }
+  if (!s.isFile()) throw new Error(`${path}: is ${s.isDirectory() ? 'a directory' : s.isFIFO() ? 'a FIFO' : 'a special file'}, not a regular weight file`);
+}
+
 /** An open safetensors file: validated header, tensor data read on demand. */
 export class SafetensorsFile {
   readonly path: string;
@@ -156,6 +168,7 @@ export class SafetensorsFile {
 
   /** Opens and validates `path`; throws `<path>: <problem>` on any malformed header. */
   static open(path: string): SafetensorsFile {
+    checkRegularWeightFile(path);
     const fd = openSync(path, 'r');
     try {
       const fileSize = fstatSync(fd).size;
@@ -164,8 +177,8 @@ export class SafetensorsFile {
       const n = Buffer.from(readExactly(fd, path, 0, 8)).readBigUInt64LE(0);
       if (n === 0n) fail('header length is 0 (a safetensors header is at least "{}")');
       // Compare as bigint before any allocation: a corrupt length may be up to 2^64-1.
-      if (n > BigInt(MAX_HEADER_BYTES)) fail(`header length ${n} is absurd (limit ${MAX_HEADER_BYTES} bytes = 100 MiB): not a safetensors file or corrupt`);
-      if (n > BigInt(fileSize - 8)) fail(`truncated file: header length ${n} exceeds the ${fileSize - 8} bytes after the 8-byte length (file is ${fileSize} bytes)`);
+      if (n > BigInt(MAX_HEADER_BYTES)) fail(`header length field is over the ${MAX_HEADER_BYTES}-byte (100 MiB) limit: not a safetensors file or corrupt`);
+      if (n > BigInt(fileSize - 8)) fail(`truncated file: the header length field exceeds the ${fileSize - 8} bytes after the 8-byte length (file is ${fileSize} bytes)`);
       const headerLength = Number(n);
       const headerBytes = readExactly(fd, path, 8, headerLength);
       const header = parseSafetensorsHeader(path, headerBytes, fileSize - 8 - headerLength);

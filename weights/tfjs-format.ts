@@ -11,6 +11,8 @@
 // The reader is a WeightSource (names of either Hugging Face scheme mapped to canonical); the
 // writer streams any WeightSource tensor by tensor into a manifest + shards.
 import type { io } from '@tensorflow/tfjs-core';
+import { parseStrictJson } from './strict-json.js';
+import { checkRegularWeightFile } from './safetensors.js';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { bytesToFloat32, f16BytesToFloat32, f32BytesToFloat32, float32ToBytesLE, float32ToF16Bits, uint16FromBytesLE, uint16ToBytesLE } from './dtype.js';
@@ -95,14 +97,10 @@ export class TfjsWeightsSource implements WeightSource {
   constructor(manifestPath: string) {
     this.origin = manifestPath;
     const fail: (msg: string) => never = (msg) => { throw new Error(`${manifestPath}: ${msg}`); };
+    checkRegularWeightFile(manifestPath);
     const size = statSync(manifestPath).size;
     if (size > MAX_MANIFEST_BYTES) fail(`${size} bytes, too large for a model.json`);
-    let json: unknown;
-    try {
-      json = JSON.parse(readFileSync(manifestPath, 'utf8'));
-    } catch (e) {
-      fail(`not valid JSON (${e instanceof Error ? e.message : String(e)})`);
-    }
+    const json = parseStrictJson(readFileSync(manifestPath, 'utf8'), manifestPath);
     const manifest = isObject(json) ? json.weightsManifest : undefined;
     if (!Array.isArray(manifest)) fail(`no 'weightsManifest' array: not a tfjs model.json`);
     const dir = dirname(manifestPath);
@@ -163,6 +161,7 @@ export class TfjsWeightsSource implements WeightSource {
       const from = Math.max(l.offset, s.start);
       const to = Math.min(end, s.start + s.size);
       if (from >= to) continue;
+      checkRegularWeightFile(s.path);
       const fd = openSync(s.path, 'r'); // opened per read: a 7B model has thousands of 4 MiB shards
       try {
         readExactly(fd, s.path, from - s.start, to - from, out, from - l.offset);

@@ -23,8 +23,7 @@ export class ArenaKV {
   private grow(capacity: number): void {
     const { arena } = this.runtime;
     const bytes = 4 * this.heads * capacity * this.headDim;
-    const keys = arena.allocateScratch(bytes);
-    const values = arena.allocateScratch(bytes);
+    const [keys, values] = arena.allocateTogether([bytes, bytes], true); // the kernel reads both from one memory
     if (this.keys && this.values) {
       const d = this.headDim;
       for (const [from, to] of [[this.keys, keys], [this.values, values]] as const) {

@@ -35,9 +35,14 @@ export class WeightArena {
   private readonly listeners: Array<(memory: WebAssembly.Memory, index: number) => void> = [];
   #disposed = false;
 
-  /** @param ioBytes size of each memory's io region (activations and results of one call). */
-  constructor(readonly ioBytes = 64 << 20) {
-    if (!Number.isInteger(ioBytes) || ioBytes < PAGE || ioBytes > MEMORY_LIMIT / 4) throw new Error(`arena io region must be 64 KiB .. ${MEMORY_LIMIT / 4} bytes, got ${ioBytes}`);
+  /**
+   * @param ioBytes size of each memory's io region (activations and results of one call)
+   * @param memoryLimit largest memory made, bytes (default MEMORY_LIMIT; smaller for tests that
+   *   need weights spread over many memories)
+   */
+  constructor(readonly ioBytes = 64 << 20, readonly memoryLimit = MEMORY_LIMIT) {
+    if (!Number.isInteger(memoryLimit) || memoryLimit % PAGE !== 0 || memoryLimit < 4 * PAGE || memoryLimit > MEMORY_LIMIT) throw new Error(`arena memory limit must be a multiple of 64 KiB from 256 KiB to ${MEMORY_LIMIT} bytes, got ${memoryLimit}`);
+    if (!Number.isInteger(ioBytes) || ioBytes < PAGE || ioBytes > memoryLimit / 2) throw new Error(`arena io region must be 64 KiB .. ${memoryLimit / 2} bytes, got ${ioBytes}`);
   }
 
   /** Byte offset of the io region in every memory. */
@@ -55,6 +60,21 @@ export class WeightArena {
     return this.reserve(bytes, false);
   }
 
+  /**
+   * Reserves several slices in one memory (a kernel reads only its own memory, so a layer's
+   * weight, scales, column scales and bias must sit together).
+   */
+  allocateTogether(sizes: readonly number[], scratch = false): ArenaSlice[] {
+    const aligned = sizes.map((b) => Math.ceil(b / ALIGN) * ALIGN);
+    const whole = this.reserve(aligned.reduce((a, b) => a + b, 0), scratch);
+    let offset = whole.offset;
+    return sizes.map((bytes, i) => {
+      const slice = { memory: whole.memory, offset, bytes };
+      offset += aligned[i];
+      return slice;
+    });
+  }
+
   /** Reserves `bytes` of scratch (a KV cache) in a scratch memory; lives until resetScratch(). */
   allocateScratch(bytes: number): ArenaSlice {
     return this.reserve(bytes, true);
@@ -70,8 +90,9 @@ export class WeightArena {
     if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`arena: cannot allocate ${bytes} bytes`);
     const size = Math.ceil(bytes / ALIGN) * ALIGN;
     const first = RESERVED + this.ioBytes;
-    if (first + size > MEMORY_LIMIT) throw new Error(`arena: a ${(bytes / 2 ** 30).toFixed(2)} GiB block does not fit one ${MEMORY_LIMIT / 2 ** 30} GiB memory`);
-    let index = this.tops.findIndex((top, i) => this.scratch.has(i) === scratch && top + size <= MEMORY_LIMIT);
+    const limit = this.memoryLimit;
+    if (first + size > limit) throw new Error(`arena: a ${(bytes / 2 ** 20).toFixed(1)} MiB block does not fit one ${(limit / 2 ** 20).toFixed(0)} MiB memory`);
+    let index = this.tops.findIndex((top, i) => this.scratch.has(i) === scratch && top + size <= limit);
     if (index < 0) {
       index = this.addMemory();
       if (scratch) this.scratch.add(index);
@@ -86,7 +107,7 @@ export class WeightArena {
     const initial = Math.ceil((RESERVED + this.ioBytes) / PAGE);
     let memory: WebAssembly.Memory;
     try {
-      memory = new WebAssembly.Memory({ initial, maximum: MEMORY_LIMIT / PAGE, shared: true });
+      memory = new WebAssembly.Memory({ initial, maximum: this.memoryLimit / PAGE, shared: true });
     } catch (e) {
       throw new Error(`arena: could not create wasm memory ${this.memories.length + 1} (${e instanceof Error ? e.message : String(e)})`);
     }

@@ -18,6 +18,14 @@ export const PACKED_MATMUL = 'IllavaPackedMatMul';
 export const PACKED_BACKENDS = ['wasm', 'cpu'] as const;
 
 const layers = new Map<number, PackedLinear>();
+
+/** A layer's arena slices (one memory). */
+interface Slices {
+  data: ArenaSlice;
+  scales: ArenaSlice | null;
+  colScale: ArenaSlice | null;
+  bias: ArenaSlice | null;
+}
 let nextId = 1;
 
 export interface PackedLinearOptions {
@@ -69,21 +77,18 @@ export class PackedLinear {
    */
   static fromTorch(runtime: PackedRuntime, format: PackedFormat, weight: Float32Array, N: number, K: number, bias: Float32Array | null, options: PackedLinearOptions = {}): PackedLinear {
     const arena = runtime.arena;
-    const size = packedBytes(format, N, K);
-    const data = arena.allocate(size.data);
-    const scales = size.scales > 0 ? arena.allocate(size.scales) : null;
-    quantizeMatrix(weight, N, K, format, { data: arena.bytes(data), scales: scales ? arena.floats(scales) : null });
-    return PackedLinear.place(runtime, format, N, K, data, scales, bias, options);
+    const slices = PackedLinear.reserve(runtime, format, N, K, bias !== null, options);
+    quantizeMatrix(weight, N, K, format, { data: arena.bytes(slices.data), scales: slices.scales ? arena.floats(slices.scales) : null });
+    return PackedLinear.place(runtime, format, N, K, slices, bias, options);
   }
 
   /** A matrix already packed (e.g. read from a quantized cache file). */
   static fromPacked(runtime: PackedRuntime, m: QuantizedMatrix, bias: Float32Array | null, options: PackedLinearOptions = {}): PackedLinear {
     const arena = runtime.arena;
-    const data = arena.allocate(m.data.length);
-    arena.bytes(data).set(m.data);
-    const scales = m.scales ? arena.allocate(m.scales.byteLength) : null;
-    if (scales && m.scales) arena.floats(scales).set(m.scales);
-    return PackedLinear.place(runtime, m.format, m.rows, m.cols, data, scales, bias, options);
+    const slices = PackedLinear.reserve(runtime, m.format, m.rows, m.cols, bias !== null, options);
+    arena.bytes(slices.data).set(m.data);
+    if (slices.scales && m.scales) arena.floats(slices.scales).set(m.scales);
+    return PackedLinear.place(runtime, m.format, m.rows, m.cols, slices, bias, options);
   }
 
   /**
@@ -92,25 +97,28 @@ export class PackedLinear {
    */
   static fill(runtime: PackedRuntime, format: PackedFormat, N: number, K: number, bias: Float32Array | null, fill: (data: Uint8Array, scales: Float32Array | null) => void, options: PackedLinearOptions = {}): PackedLinear {
     const arena = runtime.arena;
-    const size = packedBytes(format, N, K);
-    const data = arena.allocate(size.data);
-    const scales = size.scales > 0 ? arena.allocate(size.scales) : null;
-    fill(arena.bytes(data), scales ? arena.floats(scales) : null);
-    return PackedLinear.place(runtime, format, N, K, data, scales, bias, options);
+    const slices = PackedLinear.reserve(runtime, format, N, K, bias !== null, options);
+    fill(arena.bytes(slices.data), slices.scales ? arena.floats(slices.scales) : null);
+    return PackedLinear.place(runtime, format, N, K, slices, bias, options);
   }
 
-  private static place(runtime: PackedRuntime, format: PackedFormat, N: number, K: number, data: ArenaSlice, scales: ArenaSlice | null, bias: Float32Array | null, options: PackedLinearOptions): PackedLinear {
+  /** The slices of one layer, all in one memory: weight, scales, column scales, bias. */
+  private static reserve(runtime: PackedRuntime, format: PackedFormat, N: number, K: number, withBias: boolean, options: PackedLinearOptions): Slices {
+    const size = packedBytes(format, N, K);
+    const [data, scales, colScale, bias] = runtime.arena.allocateTogether([size.data, size.scales, options.columnScale ? 4 * N : 0, withBias ? 4 * N : 0]);
+    return { data, scales: size.scales > 0 ? scales : null, colScale: options.columnScale ? colScale : null, bias: withBias ? bias : null };
+  }
+
+  private static place(runtime: PackedRuntime, format: PackedFormat, N: number, K: number, slices: Slices, bias: Float32Array | null, options: PackedLinearOptions): PackedLinear {
     const arena = runtime.arena;
+    const { data, scales, colScale } = slices;
+    const b = slices.bias;
     if (bias && bias.length !== N) throw new Error(`PackedLinear: bias has ${bias.length} values for ${N} outputs`);
-    let colScale: ArenaSlice | null = null;
-    let b: ArenaSlice | null = null;
-    if (options.columnScale) {
-      colScale = arena.allocate(4 * N);
+    if (colScale && options.columnScale) {
       const view = arena.floats(colScale);
       for (let c = 0; c < N; c++) view[c] = options.columnScale(c);
     }
-    if (bias) {
-      b = arena.allocate(4 * N);
+    if (b && bias) {
       const view = arena.bytes(b);
       // y = dot * s + b * s: the bias is scaled with its column, as a folded float32 weight would be.
       const scaled = colScale ? bias.map((v, c) => Math.fround(v * arena.floats(colScale as ArenaSlice)[c])) : bias;

@@ -9,9 +9,10 @@ export class PackedRuntime {
   /**
    * @param threads threads that run the kernels, this one included (1: no workers)
    * @param ioBytes per-memory region for one call's activations and results (arena.ts)
+   * @param memoryLimit largest arena memory (arena.ts; tests make it small)
    */
-  constructor(threads = 1, ioBytes?: number) {
-    this.arena = new WeightArena(ioBytes);
+  constructor(threads = 1, ioBytes?: number, memoryLimit?: number) {
+    this.arena = new WeightArena(ioBytes, memoryLimit);
     this.pool = new KernelPool(this.arena, threads);
   }
 

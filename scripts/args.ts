@@ -1,0 +1,21 @@
+// Argument parsing shared by the scripts that use node:util parseArgs: `--help` / `-h` prints the
+// usage and exits 0; an unknown option or a missing value is one line on stderr and exit 1 (no
+// ERR_PARSE_ARGS_UNKNOWN_OPTION stack trace).
+import { parseArgs } from 'node:util';
+
+type Options = Record<string, { type: 'string' | 'boolean'; default?: string | boolean; short?: string }>;
+type Value<O> = O extends { type: 'boolean' } ? boolean : string;
+type Values<T extends Options> = { [K in keyof T]: T[K] extends { default: unknown } ? Value<T[K]> : Value<T[K]> | undefined };
+
+export function scriptArgs<T extends Options>(name: string, usage: string, options: T, argv: string[] = process.argv.slice(2)): Values<T> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${usage.trim()}\n`);
+    process.exit(0);
+  }
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as unknown as Values<T>;
+  } catch (e) {
+    process.stderr.write(`${name}: ${String((e as Error).message).split('\n')[0]} (--help for usage)\n`);
+    process.exit(1);
+  }
+}
