@@ -45,3 +45,25 @@ export function activation(name: string): <T extends tf.Tensor>(x: T) => T {
       throw new Error(`unsupported activation '${name}' (supported: ${ACTIVATIONS.join(', ')})`);
   }
 }
+
+/**
+ * The same activations on one float32 value (for the host decode path of packed layers),
+ * rounded to float32 like the tensor versions' outputs.
+ */
+export function hostActivation(name: string): (x: number) => number {
+  const f = Math.fround;
+  switch (name) {
+    case 'silu':
+    case 'swish':
+      return (x) => f(x * f(1 / (1 + Math.exp(-x))));
+    case 'quick_gelu':
+      return (x) => f(x * f(1 / (1 + Math.exp(-f(1.702 * x)))));
+    case 'relu':
+      return (x) => (x > 0 ? x : 0);
+    case 'gelu_pytorch_tanh':
+    case 'gelu_new':
+      return (x) => f(0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x))));
+    default:
+      throw new Error(`no host version of activation '${name}'`);
+  }
+}

@@ -11,6 +11,8 @@ import { ArenaKV } from './packed/arena-kv.js';
 import type { PackedRuntime } from './packed/runtime.js';
 
 export class LayerKVCache {
+  /** Rows expected in all (prompt + new tokens): the arena cache is sized for it (0: unknown). */
+  capacityHint = 0;
   #keys: tf.Tensor2D[] = [];
   #values: tf.Tensor2D[] = [];
   #arena: ArenaKV | null = null;
@@ -34,7 +36,7 @@ export class LayerKVCache {
   /** The rows as an ArenaKV of `runtime` (moved there on the first call; tensors are disposed). */
   toArena(runtime: PackedRuntime, heads: number, headDim: number): ArenaKV {
     if (this.#arena) return this.#arena;
-    const arena = new ArenaKV(runtime, heads, headDim, this.length + 256);
+    const arena = new ArenaKV(runtime, heads, headDim, Math.max(this.length + 16, this.capacityHint));
     if (this.#keys.length > 0) {
       if (this.#keys.length !== heads) {
         arena.dispose();
@@ -122,8 +124,10 @@ export class LayerKVCache {
 export class KVCache {
   readonly layers: LayerKVCache[];
 
-  constructor(numLayers: number) {
+  /** @param capacityHint rows expected in all (prompt + new tokens), 0 when unknown */
+  constructor(numLayers: number, capacityHint = 0) {
     this.layers = Array.from({ length: numLayers }, () => new LayerKVCache());
+    this.layers.forEach((l) => (l.capacityHint = capacityHint));
   }
 
   get bytes(): number {

@@ -47,8 +47,9 @@ export class LlamaAttention {
   }
 
   apply(input: LlamaAttentionInput): { out: tf.Tensor2D; row?: tf.Tensor2D } {
-    if (input.x.shape[0] === 1 && input.returnRow === undefined && this.qkv instanceof PackedLinear && this.outProj instanceof PackedLinear && this.rotary.headDim % 4 === 0) {
-      return { out: this.decodePacked(input, this.qkv, this.outProj) };
+    if (input.x.shape[0] === 1 && input.returnRow === undefined && this.hostDecodes) {
+      const out = this.decodeHost(input.x.dataSync() as Float32Array, input.rope, input.cache);
+      return { out: tf.tensor2d(out, [1, out.length]) };
     }
     const H = this.numHeads;
     const Hkv = this.numKvHeads;
@@ -69,6 +70,9 @@ export class LlamaAttention {
       return this.outProj.apply(attention.out);
     });
     fresh.q.forEach((t) => t.dispose());
+    // Packed layers keep their cache in arena memory (decode reads it there): moved right after
+    // the prefill's attention, so the tensor heap holds one layer's keys and values, not all.
+    if (this.hostDecodes) input.cache.toArena((this.qkv as PackedLinear).runtime, this.numKvHeads, this.rotary.headDim);
     return { out, row };
   }
 
@@ -78,15 +82,18 @@ export class LlamaAttention {
    * each product and the sum rounded), k and v join the cache in arena memory, and our
    * decode-attention kernel reads the whole cache once over all heads on every kernel thread.
    * The tfjs path costs ~6 ops per head plus a cache concat per head per token (bench/README.md).
+   * Normalised x [D] -> the output projection's [D] (see hostDecodes).
    */
-  private decodePacked(input: LlamaAttentionInput, qkv: PackedLinear, outProj: PackedLinear): tf.Tensor2D {
+  decodeHost(x: Float32Array, rope: LlamaAttentionInput['rope'], cache: LayerKVCache): Float32Array {
+    const qkv = this.qkv as PackedLinear;
+    const outProj = this.outProj as PackedLinear;
     const H = this.numHeads;
     const Hkv = this.numKvHeads;
     const d = this.rotary.headDim;
     const half = d / 2;
-    const y = qkv.computeFlat(input.x.dataSync() as Float32Array, 1); // [(H + 2 Hkv) d]: q (scaled), k, v
-    const cos = input.rope.cos.dataSync() as Float32Array; // [d] for this position
-    const sin = input.rope.sin.dataSync() as Float32Array;
+    const y = qkv.computeFlat(x, 1); // [(H + 2 Hkv) d]: q (scaled), k, v
+    const cos = rope.cos.dataSync() as Float32Array; // [d] for this position
+    const sin = rope.sin.dataSync() as Float32Array;
     const f = Math.fround;
     const rotated = new Float32Array(d);
     for (let h = 0; h < H + Hkv; h++) {
@@ -97,10 +104,14 @@ export class LlamaAttention {
       }
       y.set(rotated, at);
     }
-    const kv = input.cache.toArena(qkv.runtime, Hkv, d);
+    const kv = cache.toArena(qkv.runtime, Hkv, d);
     kv.append(y.subarray(H * d, (H + Hkv) * d), y.subarray((H + Hkv) * d));
-    const attended = kv.attend(y.subarray(0, H * d), H);
-    return tf.tensor2d(outProj.computeFlat(attended, 1), [1, outProj.outFeatures]);
+    return outProj.computeFlat(kv.attend(y.subarray(0, H * d), H), 1);
+  }
+
+  /** True when one token can take the host path (packed projections, head dim a multiple of 4). */
+  get hostDecodes(): boolean {
+    return this.qkv instanceof PackedLinear && this.outProj instanceof PackedLinear && this.rotary.headDim % 4 === 0;
   }
 
   dispose(): void {

@@ -24,8 +24,23 @@ export class LayerNorm {
 
 /** RMSNorm (LLaMA): x / sqrt(mean(x^2) + eps) * weight. */
 export class RMSNorm {
+  #host: { of: tf.Tensor1D; values: Float32Array } | null = null;
+
   /** @param weight [C] */
   constructor(readonly weight: tf.Tensor1D, readonly eps: number) {}
+
+  /** One row on the host (the packed decode path): the same float32 steps as apply(). */
+  applyHost(x: Float32Array): Float32Array {
+    if (this.#host?.of !== this.weight) this.#host = { of: this.weight, values: this.weight.dataSync() as Float32Array };
+    const w = this.#host.values;
+    const f = Math.fround;
+    let sum = 0;
+    for (let i = 0; i < x.length; i++) sum += f(x[i] * x[i]);
+    const scale = f(1 / Math.sqrt(f(f(sum / x.length) + this.eps)));
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) out[i] = f(f(x[i] * scale) * w[i]);
+    return out;
+  }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {

@@ -2,8 +2,9 @@
 // language-stage token merge applied to the prefill before chosen layers.
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParallelMlp } from '../layers/parallel.js';
-import type { PackedGatedMlp, PackedLinear } from '../layers/packed/index.js';
+import { PackedGatedMlp, type PackedLinear } from '../layers/packed/index.js';
 import type { StreamedDecoderLayer } from './streamed.js';
+import { f16WordsToFloat32 } from '../weights/index.js';
 import { GatedMlp, KVCache, LlamaAttention, Linear, RMSNorm, RotaryEmbedding, causalMask } from '../layers/index.js';
 
 /** Pre-norm LLaMA block: h = x + attn(norm x); out = h + mlp(norm h). */
@@ -22,6 +23,9 @@ export class LlamaDecoderLayer {
     mask: tf.Tensor2D | null,
     scoreRow: number | undefined,
   ): { out: tf.Tensor2D; row?: tf.Tensor2D } {
+    if (x.shape[0] === 1 && scoreRow === undefined && this.attn.hostDecodes && this.mlp instanceof PackedGatedMlp && this.mlp.hostAct) {
+      return { out: this.decodeHost(x, rope, cache, this.mlp) };
+    }
     const normed = this.inputNorm.apply(x);
     const attention = this.attn.apply({ x: normed, rope, cache, mask, returnRow: scoreRow });
     normed.dispose();
@@ -31,6 +35,22 @@ export class LlamaDecoderLayer {
     });
     attention.out.dispose();
     return { out, row: attention.row };
+  }
+
+  /**
+   * One token through a packed layer on the host: norms, attention (our kernel on the arena KV
+   * cache), the residuals and the MLP as plain float32 arrays around the packed kernels, so a
+   * decode step makes one tensor per layer instead of ~20 tfjs ops (each ~30 us of dispatch).
+   */
+  private decodeHost(x: tf.Tensor2D, rope: { cos: tf.Tensor3D; sin: tf.Tensor3D }, cache: KVCache['layers'][number], mlp: PackedGatedMlp): tf.Tensor2D {
+    const f = Math.fround;
+    const input = x.dataSync() as Float32Array;
+    const attended = this.attn.decodeHost(this.inputNorm.applyHost(input), rope, cache);
+    const h = new Float32Array(input.length);
+    for (let i = 0; i < h.length; i++) h[i] = f(input[i] + attended[i]);
+    const mlpOut = mlp.applyHost(this.postNorm.applyHost(h));
+    for (let i = 0; i < h.length; i++) h[i] = f(h[i] + mlpOut[i]);
+    return tf.tensor2d(h, [1, h.length]);
   }
 
   dispose(): void {
@@ -57,8 +77,12 @@ export class LlamaDecoder {
   readonly rotary: RotaryEmbedding;
 
   constructor(
-    /** [V, D] token embeddings, kept on the host: a lookup is a row copy, and the table (0.5 GB for 7B) stays out of the tensor heap. */
-    readonly embedTable: Float32Array,
+    /**
+     * [V, D] token embeddings, kept on the host: a lookup is a row copy, and the table (0.5 GB for
+     * 7B) stays out of the tensor heap. As fp16 words when that holds every value exactly (an fp16
+     * checkpoint): half the memory, the same values.
+     */
+    readonly embedTable: Float32Array | Uint16Array,
     readonly vocabSize: number,
     readonly hiddenSize: number,
     /** Resident layers, or StreamedDecoderLayers built per call from host bytes (src/streamed.ts). */
@@ -78,7 +102,9 @@ export class LlamaDecoder {
     const out = new Float32Array(ids.length * D);
     ids.forEach((id, t) => {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${this.vocabSize - 1})`);
-      out.set(this.embedTable.subarray(id * D, (id + 1) * D), t * D);
+      const row = this.embedTable.subarray(id * D, (id + 1) * D);
+      if (row instanceof Float32Array) out.set(row, t * D);
+      else f16WordsToFloat32(row, out.subarray(t * D, (t + 1) * D));
     });
     return tf.tensor2d(out, [ids.length, D]);
   }

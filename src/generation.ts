@@ -56,7 +56,7 @@ export function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokenizer, p
   // Without the cache every step re-runs the prompt embeddings plus the generated tokens, with the
   // same merge (scored by the last prompt token's row, as in the cached prefill).
   const promptEmbeddings = useCache ? null : tf.clone(prompt.embeddings);
-  let cache = new KVCache(decoder.layers.length);
+  let cache = new KVCache(decoder.layers.length, promptLength + options.maxNewTokens + 1);
   try {
     const t0 = performance.now();
     let logits = decoder.forward(prompt.embeddings, range(promptLength), cache, prompt.session.prefillHook(prompt.spans, promptLength - 1)).logits;

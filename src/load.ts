@@ -15,12 +15,13 @@ import {
   RotaryEmbedding,
   TwoLayerMlp,
   activation,
+  hostActivation,
   transposeToInOut,
 } from '../layers/index.js';
 import { ParallelMlp, type ParallelPool } from '../layers/parallel.js';
 import { PackedGatedMlp, PackedLinear, PackedTwoLayerMlp, type PackedLinearOptions, type PackedRuntime } from '../layers/packed/index.js';
 import { headBlocks } from '../layers/linear.js';
-import type { PackedFormat, QuantizedFile } from '../weights/index.js';
+import { f16WordsToFloat32, float32ToF16Bits, type PackedFormat, type QuantizedFile } from '../weights/index.js';
 import { MemoryWeightSource, StreamedDecoderLayer, type Residency } from './streamed.js';
 import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
 import { visionLayersRun, type LlavaConfig } from './config.js';
@@ -180,6 +181,23 @@ function parallelMlp(reader: ParamReader, pool: ParallelPool, kind: 'mlp' | 'gat
   return ParallelMlp.fromHost(pool, kind, { w1: one.weight, b1: one.bias, w2: two.weight, b2: two.bias }, C, inter, C, act);
 }
 
+/** The table as fp16 words when that reproduces every value exactly (an fp16 checkpoint), else itself. */
+function compactTable(table: Float32Array): Float32Array | Uint16Array {
+  const words = float32ToF16Bits(table);
+  const back = f16WordsToFloat32(words);
+  for (let i = 0; i < table.length; i++) if (!Object.is(back[i], table[i])) return table;
+  return words;
+}
+
+/** The activation on one value, or undefined when it has no host version (the tensor path is used then). */
+function hostActivationOrNone(name: string): ((x: number) => number) | undefined {
+  try {
+    return hostActivation(name);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Decoder layer i (the reader tracks what it makes). */
 function buildDecoderLayer(reader: ParamReader, config: LlavaConfig, i: number, rotary: RotaryEmbedding): LlamaDecoderLayer {
   const t = config.text;
@@ -198,7 +216,7 @@ function buildDecoderLayer(reader: ParamReader, config: LlavaConfig, i: number, 
   const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
   let mlp: GatedMlp | ParallelMlp | PackedGatedMlp;
   if (format) {
-    mlp = new PackedGatedMlp(reader.packedTorch(gateUp, D, [I, I], t.mlpBias, w, format, { widths: [I, I] }), reader.packedTorch([`${p}mlp.down_proj`], I, [D], t.mlpBias, w, format), act);
+    mlp = new PackedGatedMlp(reader.packedTorch(gateUp, D, [I, I], t.mlpBias, w, format, { widths: [I, I] }), reader.packedTorch([`${p}mlp.down_proj`], I, [D], t.mlpBias, w, format), act, hostActivationOrNone(t.hiddenAct));
   } else if (reader.pool) {
     mlp = parallelMlp(reader, reader.pool, 'gated', gateUp, `${p}mlp.down_proj`, D, I, t.mlpBias, t.hiddenAct, w);
   } else {
@@ -353,5 +371,5 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
       ? reader.track(Linear.fromHost(transposeToInOut(embed, t.vocabSize, D), D, t.vocabSize, null))
       : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
   }
-  return new LlamaDecoder(embed, t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
+  return new LlamaDecoder(compactTable(embed), t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
 }

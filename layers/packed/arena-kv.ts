@@ -2,7 +2,7 @@
 // kernel (kernels/attention.ts) on every kernel thread.
 //
 // Layout: keys and values f32 [Hkv][capacity][d] (each head's rows contiguous, as the kernel reads
-// them); rows [0, length) are valid. A full cache moves to slices twice as large (the old ones
+// them); rows [0, length) are valid. A full cache moves to slices 1.5x as large (the old ones
 // stay until the runtime's scratch is reset: when the last open cache is disposed).
 import type { ArenaSlice } from './arena.js';
 import type { PackedRuntime } from './runtime.js';
@@ -40,7 +40,7 @@ export class ArenaKV {
   /** Appends T rows: k and v as [T][heads * d] (the projection's row layout). */
   append(k: Float32Array, v: Float32Array, T = 1): void {
     if (this.#disposed) throw new Error('ArenaKV: used after dispose()');
-    if (this.length + T > this.capacity) this.grow(Math.max(2 * this.capacity, this.length + T));
+    if (this.length + T > this.capacity) this.grow(Math.max(Math.ceil(1.5 * this.capacity), this.length + T));
     const { arena } = this.runtime;
     const d = this.headDim;
     const keys = arena.floats(this.keys as ArenaSlice);

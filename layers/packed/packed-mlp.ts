@@ -13,7 +13,8 @@ export class PackedGatedMlp {
    * @param gateUp [2I, C] packed with output blocks [I, I] (gate rows, then up rows)
    * @param down [C, I]
    */
-  constructor(readonly gateUp: PackedLinear, readonly down: PackedLinear, readonly act: Activation) {
+  /** @param hostAct the activation on one value (hostActivation), for applyHost; without it applyHost is unavailable */
+  constructor(readonly gateUp: PackedLinear, readonly down: PackedLinear, readonly act: Activation, readonly hostAct?: (x: number) => number) {
     const I = down.inFeatures;
     if (gateUp.widths.length !== 2 || gateUp.widths[0] !== I || gateUp.widths[1] !== I) {
       throw new Error(`PackedGatedMlp: gate/up must have output blocks [${I}, ${I}], got [${gateUp.widths.join(', ')}]`);
@@ -26,6 +27,17 @@ export class PackedGatedMlp {
       const [gate, up] = this.gateUp.applyBlocks(x);
       return this.down.apply(tf.mul(this.act(gate), up) as tf.Tensor2D);
     });
+  }
+
+  /** One row on the host (the packed decode path): x [C] -> [C], no tensors. */
+  applyHost(x: Float32Array): Float32Array {
+    const act = this.hostAct;
+    if (!act) throw new Error('PackedGatedMlp.applyHost: built without a host activation');
+    const I = this.down.inFeatures;
+    const gu = this.gateUp.computeFlat(x, 1); // [gate (I) | up (I)]
+    const h = new Float32Array(I);
+    for (let i = 0; i < I; i++) h[i] = Math.fround(act(gu[i]) * gu[I + i]);
+    return this.down.computeFlat(h, 1);
   }
 
   dispose(): void {
