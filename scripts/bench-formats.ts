@@ -9,7 +9,8 @@
 // vision tower (+ projector), prefill, first token, decode tokens/s, peak RSS (the OS high-water
 // mark of the child: load included), and decode's fraction of the memory-bandwidth limit (decoder
 // + lm_head weight bytes per token / measured bandwidth, over the measured time per token).
-// Children run one after the other, so each format's RSS is its own.
+// Children run one after the other, so each format's RSS is its own; the bandwidth is measured
+// once, in the parent, before them.
 import { Command, Option } from 'commander';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -54,11 +55,12 @@ interface FormatResult {
   residency: string;
   threads: number;
   loadMs: number;
+  /** OS high-water mark of RSS right after load, and at the end (load included). */
+  loadPeakRssBytes: number;
   peakRssBytes: number;
   packedBytes: number;
   /** Decoder + lm_head weight bytes one decode step reads. */
   bytesPerToken: number;
-  bandwidth: { oneThread: number; allThreads: number };
   presets: PresetResult[];
 }
 
@@ -92,8 +94,8 @@ async function child(o: Options, format: WeightFormat): Promise<FormatResult> {
   const t = performance.now();
   const model = await LlavaModel.fromParts(parts, { weightFormat: format, visionWeightFormat: (o.visionFormat as WeightFormat | undefined) ?? (format === 'f32' ? 'f32' : format), threads: o.threads as 1 | 2, quantizedCache: false });
   const loadMs = performance.now() - t;
+  const loadPeakRssBytes = process.resourceUsage().maxRSS * 1024;
   parts.source.close();
-  const bw = { oneThread: bandwidth(1), allThreads: bandwidth(o.threads) };
   const c = model.config.text;
   const decoderWeights = c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize) + c.hiddenSize * c.vocabSize;
   const presets: PresetResult[] = [];
@@ -119,10 +121,10 @@ async function child(o: Options, format: WeightFormat): Promise<FormatResult> {
     residency: model.residency.residency,
     threads: o.threads,
     loadMs,
+    loadPeakRssBytes,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     packedBytes: model.layout.packedBytes,
     bytesPerToken: decoderWeights * BYTES_PER_WEIGHT[format],
-    bandwidth: bw,
     presets,
   };
   model.dispose();
@@ -132,12 +134,12 @@ async function child(o: Options, format: WeightFormat): Promise<FormatResult> {
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-function table(results: FormatResult[]): string {
-  const header = ['format (vision)', 'preset', 'tokens vision/LLM', 'load', 'vision', 'prefill', 'first token', 'decode tok/s', 'of limit', 'peak RSS'];
+function table(results: FormatResult[], bandwidthAll: number): string {
+  const header = ['format (vision)', 'preset', 'tokens vision/LLM', 'load', 'vision', 'prefill', 'first token', 'decode tok/s', 'of limit', 'peak RSS (after load)'];
   const rows = results.flatMap((r) =>
     r.presets.map((p) => {
-      const limit = r.bandwidth.allThreads / r.bytesPerToken; // tokens/s the bandwidth allows
-      return [`${r.format} (${r.visionFormat})`, p.preset, `${p.imageTokens}/${p.sequenceAfterMerge - (p.promptTokens - p.imageTokens)}`, s(r.loadMs), s(p.visionMs), s(p.prefillMs), s(p.firstTokenMs), p.decodeTokensPerSecond.toFixed(3), `${((100 * p.decodeTokensPerSecond) / limit).toFixed(0)} % of ${limit.toFixed(2)}`, gb(r.peakRssBytes)];
+      const limit = bandwidthAll / r.bytesPerToken; // tokens/s the bandwidth allows
+      return [`${r.format} (${r.visionFormat})`, p.preset, `${p.imageTokens}/${p.sequenceAfterMerge - (p.promptTokens - p.imageTokens)}`, s(r.loadMs), s(p.visionMs), s(p.prefillMs), s(p.firstTokenMs), p.decodeTokensPerSecond.toFixed(3), `${((100 * p.decodeTokensPerSecond) / limit).toFixed(0)} % of ${limit.toFixed(2)}`, `${gb(r.peakRssBytes)} (${gb(r.loadPeakRssBytes)})`];
     }),
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -168,6 +170,9 @@ async function main(): Promise<void> {
     return;
   }
   const formats = o.formats.split(',').map((f) => f.trim()) as WeightFormat[];
+  // The bandwidth probe runs here, not in the children, so their peak RSS is the model's alone.
+  await selectBackend('wasm');
+  const bw = { oneThread: bandwidth(1), allThreads: bandwidth(o.threads) };
   const results: FormatResult[] = [];
   const self = fileURLToPath(import.meta.url);
   for (const format of formats) {
@@ -178,11 +183,11 @@ async function main(): Promise<void> {
   }
   const slice = `${o.llmLayers ?? 32} decoder layers, ${o.vitLayers ?? 24} ViT layers`;
   const head = `${o.arch} random weights (${slice}), ${o.threads} thread(s), ${o.newTokens} new tokens, ${cpus().length} cores, ${gb(totalmem())} RAM`;
-  process.stdout.write(`${head}\n\n${table(results)}\n\nbandwidth (v128 read loop, 1 GiB): ${results.map((r) => `${r.format}: ${gb(r.bandwidth.oneThread)}/s on 1 thread, ${gb(r.bandwidth.allThreads)}/s on ${r.threads}`).join('; ')}\n`);
+  process.stdout.write(`${head}\n\n${table(results, bw.allThreads)}\n\nbandwidth (v128 read loop over 1 GiB, best of 5, in this process before the children): ${gb(bw.oneThread)}/s on 1 thread, ${gb(bw.allThreads)}/s on ${o.threads}\n`);
   mkdirSync(o.out, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-');
   const file = join(o.out, `formats-${o.arch}-${o.llmLayers ?? 32}l-${stamp}.json`);
-  writeFileSync(file, `${JSON.stringify({ description: head, command: `npm run bench:formats -- ${process.argv.slice(2).join(' ')}`, results }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ description: head, command: `npm run bench:formats -- ${process.argv.slice(2).join(' ')}`, bandwidth: bw, results }, null, 2)}\n`);
   process.stdout.write(`wrote ${file}\n`);
 }
 

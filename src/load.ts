@@ -131,32 +131,25 @@ class ParamReader {
       if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
       col += outs[i];
     });
-    return this.packedMatrix(prefixes.join('+'), total, inF, biasData, format, options, prefixes.length, () => {
-      const weight = new Float32Array(total * inF);
-      let row = 0;
-      prefixes.forEach((prefix, i) => {
-        weight.set(this.read(`${prefix}.weight`, [outs[i], inF], why), row * inF);
-        row += outs[i];
-      });
-      return weight;
-    });
+    const parts = prefixes.map((prefix, i) => ({ rows: outs[i], weight: () => this.read(`${prefix}.weight`, [outs[i], inF], why) }));
+    return this.packedMatrix(prefixes.join('+'), inF, biasData, format, options, parts);
   }
 
   /**
    * A packed [N, K] layer under cache key `key`: read from the packed cache when it holds this
-   * matrix, else quantized from `weight()` (PyTorch layout [N][K]). `tensors`: how many source
-   * tensors the weight would read (for progress).
+   * matrix, else quantized from its parts (PyTorch layout [rows][K] each, stacked as rows).
    */
-  packedMatrix(key: string, N: number, K: number, bias: Float32Array | null, format: PackedFormat, options: PackedLinearOptions, tensors: number, weight: () => Float32Array): PackedLinear {
+  packedMatrix(key: string, K: number, bias: Float32Array | null, format: PackedFormat, options: PackedLinearOptions, parts: ReadonlyArray<{ rows: number; weight: () => Float32Array; fromSource?: boolean }>): PackedLinear {
     const packed = this.packed as PackedWeights;
+    const N = parts.reduce((n, p) => n + p.rows, 0);
     const cached = packed.cache?.get(format);
     const info = cached?.info(key);
     if (cached && info && info.rows === N && info.cols === K) {
-      this.loaded += tensors;
+      this.loaded += parts.filter((p) => p.fromSource !== false).length;
       return this.trackPacked(PackedLinear.fill(packed.runtime, format, N, K, bias, (data, scales) => cached.readInto(key, data, scales), { ...options, cacheKey: key }));
     }
     this.quantizedFormats.add(format);
-    return this.trackPacked(PackedLinear.fromTorch(packed.runtime, format, weight(), N, K, bias, { ...options, cacheKey: key }));
+    return this.trackPacked(PackedLinear.fromTorchParts(packed.runtime, format, parts, K, bias, { ...options, cacheKey: key }));
   }
 
   trackPacked(layer: PackedLinear): PackedLinear {
@@ -363,7 +356,7 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
   const format = reader.packed?.decoder ?? null;
   let head: Linear | PackedLinear;
   if (format && t.tieWordEmbeddings) {
-    head = reader.packedMatrix(`${L}embed_tokens`, t.vocabSize, D, null, format, {}, 0, () => embed);
+    head = reader.packedMatrix(`${L}embed_tokens`, D, null, format, {}, [{ rows: t.vocabSize, weight: () => embed, fromSource: false }]);
   } else if (format) {
     head = reader.packedTorch(['language_model.lm_head'], D, [t.vocabSize], false, why, format);
   } else {

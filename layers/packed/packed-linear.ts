@@ -82,6 +82,30 @@ export class PackedLinear {
     return PackedLinear.place(runtime, format, N, K, slices, bias, options);
   }
 
+  /**
+   * Several PyTorch-layout weights [rows_i][K] stacked as the rows of one packed [sum rows_i, K]
+   * layer (q/k/v, gate/up), each quantized straight into its rows of the arena: the stacked float32
+   * matrix never exists. `weight()` is called once per part, in order.
+   */
+  static fromTorchParts(runtime: PackedRuntime, format: PackedFormat, parts: ReadonlyArray<{ rows: number; weight: () => Float32Array }>, K: number, bias: Float32Array | null, options: PackedLinearOptions = {}): PackedLinear {
+    const arena = runtime.arena;
+    const N = parts.reduce((n, p) => n + p.rows, 0);
+    const slices = PackedLinear.reserve(runtime, format, N, K, bias !== null, options);
+    const row = packedBytes(format, 1, K);
+    const data = arena.bytes(slices.data);
+    const scales = slices.scales ? arena.floats(slices.scales) : null;
+    let r0 = 0;
+    for (const part of parts) {
+      const out = {
+        data: data.subarray(r0 * row.data, (r0 + part.rows) * row.data),
+        scales: scales ? scales.subarray((r0 * row.scales) / 4, ((r0 + part.rows) * row.scales) / 4) : null,
+      };
+      quantizeMatrix(part.weight(), part.rows, K, format, out);
+      r0 += part.rows;
+    }
+    return PackedLinear.place(runtime, format, N, K, slices, bias, options);
+  }
+
   /** A matrix already packed (e.g. read from a quantized cache file). */
   static fromPacked(runtime: PackedRuntime, m: QuantizedMatrix, bias: Float32Array | null, options: PackedLinearOptions = {}): PackedLinear {
     const arena = runtime.arena;

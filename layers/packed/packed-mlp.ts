@@ -21,23 +21,27 @@ export class PackedGatedMlp {
     }
   }
 
-  /** x [T, C] -> [T, C] */
+  /** x [T, C] -> [T, C] (on the host around the kernels when there is a host activation: no [T, I] tensors in the heap). */
   apply(x: tf.Tensor2D): tf.Tensor2D {
+    if (this.hostAct) return tf.tensor2d(this.applyHost(x.dataSync() as Float32Array, x.shape[0]), [x.shape[0], this.down.outFeatures]);
     return tf.tidy(() => {
       const [gate, up] = this.gateUp.applyBlocks(x);
       return this.down.apply(tf.mul(this.act(gate), up) as tf.Tensor2D);
     });
   }
 
-  /** One row on the host (the packed decode path): x [C] -> [C], no tensors. */
-  applyHost(x: Float32Array): Float32Array {
+  /** Rows on the host: x [M][C] -> [M][C], no tensors. */
+  applyHost(x: Float32Array, M = 1): Float32Array {
     const act = this.hostAct;
     if (!act) throw new Error('PackedGatedMlp.applyHost: built without a host activation');
     const I = this.down.inFeatures;
-    const gu = this.gateUp.computeFlat(x, 1); // [gate (I) | up (I)]
-    const h = new Float32Array(I);
-    for (let i = 0; i < I; i++) h[i] = Math.fround(act(gu[i]) * gu[I + i]);
-    return this.down.computeFlat(h, 1);
+    const gu = this.gateUp.computeFlat(x, M); // [M][gate (I) | up (I)]
+    const h = new Float32Array(M * I);
+    for (let m = 0; m < M; m++) {
+      const g = m * 2 * I;
+      for (let i = 0; i < I; i++) h[m * I + i] = Math.fround(act(gu[g + i]) * gu[g + I + i]);
+    }
+    return this.down.computeFlat(h, M);
   }
 
   dispose(): void {
