@@ -61,15 +61,7 @@ export async function loadImage(input: string | Uint8Array | RgbImage, opts: Loa
     opts.checkSize?.(input.width, input.height);
     return input;
   }
-  const label = typeof input === 'string' ? `image '${input}'` : `image <${input.length} bytes>`;
-  const bytes = typeof input === 'string' ? await readRegularFile(input, label, opts.maxFileBytes ?? MAX_IMAGE_FILE_BYTES) : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  const info = probeImageBytes(bytes, label, maxPixels);
-  try {
-    opts.checkSize?.(info.width, info.height);
-  } catch (e) {
-    throw new Error(`${label}: ${(e as Error).message}`);
-  }
-  if (info.mime === 'image/png') await checkPngData(bytes, info, label);
+  const { label, bytes, info } = await readAndProbe(input, maxPixels, opts);
   const rgba = await decodeRgba(bytes, label, info.mime, maxPixels, opts);
   if (!(rgba.width > 0 && rgba.height > 0)) {
     throw new Error(`${label}: image has zero size (${rgba.width}x${rgba.height})`);
@@ -111,7 +103,11 @@ export interface ImageHeader {
  * promises present in the file (truncated files are refused). Cheap: reads the file, decodes nothing.
  */
 export async function probeImage(input: string | Uint8Array, opts: Pick<LoadImageOptions, 'maxImagePixels' | 'maxFileBytes' | 'checkSize'> = {}): Promise<ImageHeader> {
-  const maxPixels = checkPixelLimit(opts.maxImagePixels);
+  return (await readAndProbe(input, checkPixelLimit(opts.maxImagePixels), opts)).info;
+}
+
+/** Reads a file (regular files only, size-bounded) or takes the bytes, then checks the header, the size hook and (PNG) the data. */
+async function readAndProbe(input: string | Uint8Array, maxPixels: number, opts: Pick<LoadImageOptions, 'maxFileBytes' | 'checkSize'>): Promise<{ label: string; bytes: Buffer; info: ImageHeader }> {
   const label = typeof input === 'string' ? `image '${input}'` : `image <${input.length} bytes>`;
   const bytes = typeof input === 'string' ? await readRegularFile(input, label, opts.maxFileBytes ?? MAX_IMAGE_FILE_BYTES) : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   const info = probeImageBytes(bytes, label, maxPixels);
@@ -121,7 +117,7 @@ export async function probeImage(input: string | Uint8Array, opts: Pick<LoadImag
     throw new Error(`${label}: ${(e as Error).message}`);
   }
   if (info.mime === 'image/png') await checkPngData(bytes, info, label);
-  return info;
+  return { label, bytes, info };
 }
 
 function probeImageBytes(bytes: Buffer, label: string, maxPixels: number): ImageHeader {

@@ -9,20 +9,10 @@ import { selectBackend } from '../src/backend.js';
 import { PackedLinear, PackedRuntime, PACKED_MATMUL } from '../layers/packed/index.js';
 import { quantizeMatrix, referenceMatmul, type PackedFormat } from '../weights/index.js';
 import { randomUniform } from '../scripts/random-model.js';
+import { maxRelDiff } from './helpers/fixture.js';
 
 const FORMATS: PackedFormat[] = ['f16', 'q8_0', 'q4_0'];
 
-/** max |a - b| / max |b|. */
-function relError(a: Float32Array, b: Float32Array): number {
-  expect(a.length).to.equal(b.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function () {
   this.timeout(60000);
@@ -50,7 +40,7 @@ describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function 
           const layer = PackedLinear.fromTorch(runtime(threads), format, w, N, K, bias);
           const expected = referenceMatmul(x, M, quantizeMatrix(w, N, K, format), bias);
           const got = tf.tidy(() => layer.apply(tf.tensor2d(x, [M, K])).dataSync() as Float32Array);
-          expect(relError(got, Float32Array.from(expected))).to.be.below(1e-5);
+          expect(maxRelDiff(got, Float32Array.from(expected))).to.be.below(1e-5);
           layer.dispose();
         });
       }
@@ -109,7 +99,7 @@ describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function 
     tf.unregisterKernel(PACKED_MATMUL, 'cpu');
     try {
       const fallback = tf.tidy(() => layer.apply(tf.tensor2d(x, [M, K])).dataSync() as Float32Array);
-      expect(relError(fallback, wasm)).to.be.below(2e-2);
+      expect(maxRelDiff(fallback, wasm)).to.be.below(2e-2);
     } finally {
       const k = tf.getKernel(PACKED_MATMUL, 'wasm');
       if (k) tf.registerKernel({ ...k, backendName: 'cpu' });
@@ -129,7 +119,7 @@ describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function 
     const x = randomUniform(3 * 3000, 1, 9);
     for (const { w, layer } of layers) {
       const got = tf.tidy(() => layer.apply(tf.tensor2d(x, [3, 3000])).dataSync() as Float32Array);
-      expect(relError(got, Float32Array.from(referenceMatmul(x, 3, quantizeMatrix(w, 96, 3000, 'q8_0'))))).to.be.below(1e-5);
+      expect(maxRelDiff(got, Float32Array.from(referenceMatmul(x, 3, quantizeMatrix(w, 96, 3000, 'q8_0'))))).to.be.below(1e-5);
     }
   });
 

@@ -8,18 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LlavaModel, type GenerateOutput, type PixelValues } from '../src/llava.js';
 import { selectBackend } from '../src/backend.js';
-import { expectedArray, TINY_LLAVA_DIR } from './helpers/fixture.js';
+import { expectedArray, maxRelDiff, TINY_LLAVA_DIR } from './helpers/fixture.js';
 
-/** max |a - b| / max |b|. */
-function relMax(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 const argmax = (v: Float32Array) => v.reduce((best, x, i) => (x > v[best] ? i : best), 0);
 
@@ -53,7 +43,7 @@ describe('packed weights (f16, q8_0, q4_0) on tiny-llava', function () {
     const got = await run(model);
     got.forEach((g, i) => {
       expect(g.tokenIds).to.deep.equal(reference[i].tokenIds);
-      g.logits?.forEach((l, s) => expect(relMax(l, (reference[i].logits as Float32Array[])[s])).to.be.below(1e-3));
+      g.logits?.forEach((l, s) => expect(maxRelDiff(l, (reference[i].logits as Float32Array[])[s])).to.be.below(1e-3));
     });
     expect(model.layout.formats).to.include({ decoder: 'f16', vision: 'f16' });
     model.dispose();
@@ -72,7 +62,7 @@ describe('packed weights (f16, q8_0, q4_0) on tiny-llava', function () {
       g.logits?.forEach((l, s) => {
         const ref = (reference[i].logits as Float32Array[])[s];
         expect(argmax(l)).to.equal(argmax(ref));
-        errors.push(relMax(l, ref));
+        errors.push(maxRelDiff(l, ref));
       });
     });
     process.stdout.write(`      q8_0 logits: max rel error ${Math.max(...errors).toExponential(2)} over ${errors.length} steps\n`);
@@ -86,7 +76,7 @@ describe('packed weights (f16, q8_0, q4_0) on tiny-llava', function () {
     const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { weightFormat: 'q4_0', quantizedCache: false });
     const logits = await model.logits(prompts[0]);
     const ref = (reference[0].logits as Float32Array[])[0];
-    const err = relMax(logits, ref);
+    const err = maxRelDiff(logits, ref);
     process.stdout.write(`      q4_0 first-step logits: max rel error ${err.toExponential(2)}, top-1 ${argmax(logits) === argmax(ref) ? 'equal' : 'differs'}\n`);
     expect(logits.every(Number.isFinite)).to.equal(true);
     expect(err).to.be.below(3);
@@ -169,7 +159,7 @@ describe('packed decode attention (our kernel on the arena KV cache)', function 
       const cached = await model.generate(input);
       const full = await model.generate({ ...input, useCache: false });
       expect(cached.tokenIds).to.deep.equal(full.tokenIds);
-      cached.logits?.forEach((l, s) => expect(relMax(l, (full.logits as Float32Array[])[s])).to.be.below(1e-5));
+      cached.logits?.forEach((l, s) => expect(maxRelDiff(l, (full.logits as Float32Array[])[s])).to.be.below(1e-5));
       const before = tf.memory().numTensors;
       await model.generate({ ...input, returnLogits: false });
       expect(tf.memory().numTensors).to.equal(before);
