@@ -1,5 +1,6 @@
 // Image loading, Pillow-compatible resampling and CLIP preprocessing.
 import { expect } from 'chai';
+import { pngChunk } from './helpers/images.js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,24 +64,6 @@ function referenceBicubic(img: RgbImage, outW: number, outH: number): RgbImage {
 }
 
 // ---- minimal PNG writer, to produce exact colour types (gray, gray+alpha, palette, tRNS) ----
-const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-function crc32(b: Buffer): number {
-  let c = 0xffffffff;
-  for (const x of b) c = CRC_TABLE[(c ^ x) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-function chunk(type: string, body: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(body.length, 0);
-  head.write(type, 4, 'latin1');
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), body])));
-  return Buffer.concat([head, body, crc]);
-}
 /** 8-bit PNG from raw samples (row-major, `channels` per pixel), filter 0 on every row. */
 function makePng(width: number, height: number, colorType: number, samples: number[], extra: Buffer[] = []): Buffer {
   const channels = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 }[colorType] as number;
@@ -91,7 +74,7 @@ function makePng(width: number, height: number, colorType: number, samples: numb
   const raw: number[] = [];
   for (let y = 0; y < height; y++) raw.push(0, ...samples.slice(y * width * channels, (y + 1) * width * channels));
   const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([sig, chunk('IHDR', ihdr), ...extra, chunk('IDAT', deflateSync(Buffer.from(raw))), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([sig, pngChunk('IHDR', ihdr), ...extra, pngChunk('IDAT', deflateSync(Buffer.from(raw))), pngChunk('IEND', Buffer.alloc(0))]);
 }
 
 describe('image: Pillow-compatible bicubic resampling', () => {
@@ -236,11 +219,11 @@ describe('image: loading and RGB conversion', () => {
   });
 
   it('palette PNGs and tRNS colour keys keep the colour of transparent pixels', async () => {
-    const plte = chunk('PLTE', Buffer.from([255, 0, 0, 0, 0, 255]));
-    const trnsP = chunk('tRNS', Buffer.from([0])); // palette entry 0 fully transparent
+    const plte = pngChunk('PLTE', Buffer.from([255, 0, 0, 0, 0, 255]));
+    const trnsP = pngChunk('tRNS', Buffer.from([0])); // palette entry 0 fully transparent
     const pal = await loadImage(makePng(2, 1, 3, [0, 1], [plte, trnsP]));
     expect(Array.from(pal.data)).to.deep.equal([255, 0, 0, 0, 0, 255]);
-    const key = chunk('tRNS', Buffer.from([0, 5, 0, 6, 0, 7])); // RGB (5, 6, 7) transparent
+    const key = pngChunk('tRNS', Buffer.from([0, 5, 0, 6, 0, 7])); // RGB (5, 6, 7) transparent
     const keyed = await loadImage(makePng(2, 1, 2, [5, 6, 7, 8, 9, 10], [key]));
     expect(Array.from(keyed.data)).to.deep.equal([5, 6, 7, 8, 9, 10]);
   });
