@@ -19,3 +19,10 @@ export function scriptArgs<T extends Options>(name: string, usage: string, optio
     process.exit(1);
   }
 }
+
+/** A commander option parser for an integer >= min, with a one-line error naming the option. */
+export const intOption = (name: string, min: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} expects an integer >= ${min}, got '${v}'`);
+  return n;
+};

@@ -11,6 +11,7 @@
 // + lm_head weight bytes per token / measured bandwidth, over the measured time per token).
 // Children run one after the other, so each format's RSS is its own; the bandwidth is measured
 // once, in the parent, before them.
+import { intOption } from './args.js';
 import { Command, Option } from 'commander';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -64,11 +65,6 @@ interface FormatResult {
   presets: PresetResult[];
 }
 
-const int = (name: string, min: number) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} expects an integer >= ${min}, got '${v}'`);
-  return n;
-};
 
 const BYTES_PER_WEIGHT: Record<WeightFormat, number> = { f32: 4, f16: 2, q8_0: 34 / 32, q4_0: 18 / 32 };
 
@@ -151,13 +147,13 @@ const program = new Command()
   .name('bench-formats')
   .description('weight formats (f32 reference, f16, q8_0, q4_0): load, vision, prefill, decode, RSS, bandwidth limit')
   .addOption(new Option('--arch <name>', 'random seeded weights at real sizes').choices(['llava-1.5-7b']).default('llava-1.5-7b'))
-  .option('--llm-layers <n>', 'build only the first N decoder layers (a slice)', int('llm-layers', 1))
-  .option('--vit-layers <n>', 'build only the first N vision encoder layers', int('vit-layers', 1))
+  .option('--llm-layers <n>', 'build only the first N decoder layers (a slice)', intOption('llm-layers', 1))
+  .option('--vit-layers <n>', 'build only the first N vision encoder layers', intOption('vit-layers', 1))
   .option('--formats <list>', 'comma-separated weight formats', 'f32,f16,q8_0,q4_0')
   .addOption(new Option('--vision-format <f>', 'format of the vision tower and projector (default: as the decoder)').choices(['f32', 'f16', 'q8_0', 'q4_0']))
   .addOption(new Option('--threads <n>', 'threads').choices(['1', '2']).default(2).argParser(Number))
   .option('--presets <list>', 'merge presets, comma-separated', 'none,illava')
-  .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', int('new-tokens', 2), 16)
+  .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', intOption('new-tokens', 2), 16)
   .option('--image <file>', 'the image', join(TINY_LLAVA_DIR, 'image.png'))
   .option('--out <dir>', 'folder for the JSON result', join(REPO_ROOT, 'bench', 'results'))
   .addOption(new Option('--child <format>').hideHelp());

@@ -7,22 +7,32 @@ import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
 import { PackedLinear, PackedRuntime } from '../layers/packed/index.js';
 import { randomUniform } from './random-model.js';
+import { scriptArgs } from './args.js';
 import type { PackedFormat } from '../weights/index.js';
 
-const args = process.argv.slice(2);
-const arg = (name: string, def: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const threadsList = arg('threads', '1,2').split(',').map(Number);
-const formats = arg('formats', 'q8_0,q4_0,f16').split(',') as PackedFormat[];
+const args = scriptArgs(
+  'bench-kernels',
+  `usage: node dist/scripts/bench-kernels.js [--threads 1,2] [--formats q8_0,q4_0,f16] [--rows 612] [--only NAME]
+  --threads  comma-separated thread counts to run each kernel with
+  --formats  comma-separated packed formats
+  --rows     rows of the prefill shape
+  --only     run only the shapes whose name contains this (qkv, down, prefill)`,
+  {
+    threads: { type: 'string', default: '1,2' },
+    formats: { type: 'string', default: 'q8_0,q4_0,f16' },
+    rows: { type: 'string', default: '612' },
+    only: { type: 'string', default: '' },
+  },
+);
+const threadsList = args.threads.split(',').map(Number);
+const formats = args.formats.split(',') as PackedFormat[];
 const allShapes: Array<[string, number, number, number]> = [
   ['qkv decode', 1, 4096, 12288],
   ['down decode', 1, 11008, 4096],
-  ['gate+up prefill', Number(arg('rows', '612')), 4096, 22016],
+  ['gate+up prefill', Number(args.rows), 4096, 22016],
 ];
 
-const only = arg('only', '');
+const only = args.only;
 const shapes = allShapes.filter(([n]) => !only || n.includes(only));
 
 function time(fn: () => void, runs = 7): { best: number; median: number } {

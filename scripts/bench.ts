@@ -15,6 +15,7 @@
 // around Engine.trackTensor), so the peak is exact; "activations" is that peak minus what was held
 // before the run (the weights). The wasm heap and the process RSS only grow (the heap never
 // shrinks), so they are the high-water mark so far: for them only the first config is isolated.
+import { intOption } from './args.js';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import * as tf from '@tensorflow/tfjs-core';
@@ -58,36 +59,31 @@ interface Options {
   json: boolean;
 }
 
-const int = (name: string, min: number) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} expects an integer >= ${min}, got '${v}'`);
-  return n;
-};
 
 const program = new Command()
   .name('bench')
   .description('token-merging benchmark: speed and memory of each merge preset against none')
   .option('--model <dir>', 'a Hugging Face LLaVA-1.5 folder')
   .addOption(new Option('--arch <name>', 'random seeded weights at real sizes, or the tiny fixture').choices([...ARCHS, 'tiny']))
-  .option('--llm-layers <n>', 'build only the first N decoder layers (a slice; said in the output)', int('llm-layers', 1))
-  .option('--vit-layers <n>', 'build only the first N vision encoder layers (the feature layer, e.g. -2, still applies)', int('vit-layers', 1))
+  .option('--llm-layers <n>', 'build only the first N decoder layers (a slice; said in the output)', intOption('llm-layers', 1))
+  .option('--vit-layers <n>', 'build only the first N vision encoder layers (the feature layer, e.g. -2, still applies)', intOption('vit-layers', 1))
   .option('--presets <list>', 'merge presets, comma-separated (none is always run first)', 'none,illava,tome,fastv')
   .option('--merge <json|file>', 'an extra merge config (repeatable)', (v: string, prev: string[]) => [...prev, v], [])
-  .option('--runs <n>', 'timed runs per config (the median is reported)', int('runs', 1), 3)
-  .option('--warmup <n>', 'warm-up runs per config', int('warmup', 0), 1)
-  .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', int('new-tokens', 1), 32)
+  .option('--runs <n>', 'timed runs per config (the median is reported)', intOption('runs', 1), 3)
+  .option('--warmup <n>', 'warm-up runs per config', intOption('warmup', 0), 1)
+  .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', intOption('new-tokens', 1), 32)
   .option('--image <file>', 'the image', join(TINY_LLAVA_DIR, 'image.png'))
   .option('--prompt <text>', 'the question (~20 tokens)', BENCH_PROMPT)
   .option('--clip-forward', 'time the full 24-layer CLIP ViT-L/14-336 forward first (default with --arch llava-1.5-7b)')
   .option('--no-clip-forward', 'skip it')
-  .option('--clip-runs <n>', 'timed runs of the CLIP forward per config', int('clip-runs', 1), 3)
+  .option('--clip-runs <n>', 'timed runs of the CLIP forward per config', intOption('clip-runs', 1), 3)
   .option('--out <dir>', 'folder for the JSON results', join(REPO_ROOT, 'bench/results'))
   .option('--name <name>', 'results file name prefix (default: from the model)')
-  .option('--seed <n>', 'seed of the random weights', int('seed', 0), 0)
+  .option('--seed <n>', 'seed of the random weights', intOption('seed', 0), 0)
   .option('--backend <name>', 'tfjs backend', 'wasm')
   .option('--no-release-weights', "keep each weight's unpacked copy next to XNNPACK's packed one (wasm; twice the memory)")
   .option('--no-json', 'do not write the JSON file')
-  .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', int('threads', 1), 1)
+  .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', intOption('threads', 1), 1)
   .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto')
   .addOption(new Option('--dtype <dtype>', 'storage dtype of random weights (f16: rounded to half precision, served as fp16 bytes)').choices(['f32', 'f16']).default('f32'));
 

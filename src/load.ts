@@ -21,7 +21,7 @@ import {
 import { ParallelMlp, type ParallelPool } from '../layers/parallel.js';
 import { PackedGatedMlp, PackedLinear, PackedTwoLayerMlp, type PackedLinearOptions, type PackedRuntime } from '../layers/packed/index.js';
 import { headBlocks } from '../layers/linear.js';
-import { f16WordsToFloat32, float32ToF16Bits, type PackedFormat, type QuantizedFile } from '../weights/index.js';
+import { exactF16Words, type PackedFormat, type QuantizedFile } from '../weights/index.js';
 import { MemoryWeightSource, StreamedDecoderLayer, type Residency } from './streamed.js';
 import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
 import { visionLayersRun, type LlavaConfig } from './config.js';
@@ -106,15 +106,24 @@ class ParamReader {
   packedHost(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string): { weight: Float32Array; bias: Float32Array | null } {
     const total = outs.reduce((a, b) => a + b, 0);
     const weight = new Float32Array(inF * total);
-    const biasData = bias ? new Float32Array(total) : null;
     let col = 0;
     prefixes.forEach((prefix, i) => {
       const w = transposeToInOut(this.read(`${prefix}.weight`, [outs[i], inF], why), outs[i], inF);
       for (let r = 0; r < inF; r++) weight.set(w.subarray(r * outs[i], (r + 1) * outs[i]), r * total + col);
-      if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
       col += outs[i];
     });
-    return { weight, bias: biasData };
+    return { weight, bias: bias ? this.stackedBias(prefixes, outs, why) : null };
+  }
+
+  /** The biases of Linears packed side by side, concatenated [sum(out)]. */
+  stackedBias(prefixes: string[], outs: number[], why: string): Float32Array {
+    const out = new Float32Array(outs.reduce((a, b) => a + b, 0));
+    let col = 0;
+    prefixes.forEach((prefix, i) => {
+      out.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
+      col += outs[i];
+    });
+    return out;
   }
 
   /**
@@ -123,14 +132,7 @@ class ParamReader {
    * when it holds this matrix, else quantized from the checkpoint.
    */
   packedTorch(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string, format: PackedFormat, options: PackedLinearOptions = {}): PackedLinear {
-    const packed = this.packed as PackedWeights;
-    const total = outs.reduce((a, b) => a + b, 0);
-    const biasData = bias ? new Float32Array(total) : null;
-    let col = 0;
-    prefixes.forEach((prefix, i) => {
-      if (biasData) biasData.set(this.read(`${prefix}.bias`, [outs[i]], why), col);
-      col += outs[i];
-    });
+    const biasData = bias ? this.stackedBias(prefixes, outs, why) : null;
     const parts = prefixes.map((prefix, i) => ({ rows: outs[i], weight: () => this.read(`${prefix}.weight`, [outs[i], inF], why) }));
     return this.packedMatrix(prefixes.join('+'), inF, biasData, format, options, parts);
   }
@@ -172,14 +174,6 @@ function parallelMlp(reader: ParamReader, pool: ParallelPool, kind: 'mlp' | 'gat
   const one = reader.packedHost(firsts, C, firsts.map(() => inter), bias, why);
   const two = reader.packedHost([second], inter, [C], bias, why);
   return ParallelMlp.fromHost(pool, kind, { w1: one.weight, b1: one.bias, w2: two.weight, b2: two.bias }, C, inter, C, act);
-}
-
-/** The table as fp16 words when that reproduces every value exactly (an fp16 checkpoint), else itself. */
-function compactTable(table: Float32Array): Float32Array | Uint16Array {
-  const words = float32ToF16Bits(table);
-  const back = f16WordsToFloat32(words);
-  for (let i = 0; i < table.length; i++) if (!Object.is(back[i], table[i])) return table;
-  return words;
 }
 
 /** The activation on one value, or undefined when it has no host version (the tensor path is used then). */
@@ -364,5 +358,6 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
       ? reader.track(Linear.fromHost(transposeToInOut(embed, t.vocabSize, D), D, t.vocabSize, null))
       : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
   }
-  return new LlamaDecoder(compactTable(embed), t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
+  return new LlamaDecoder(exactF16Words(embed) ?? embed, // fp16 words when exact (an fp16 checkpoint): half the memory
+     t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
 }

@@ -20,7 +20,7 @@
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { GatedMlp, Linear, type KVCache, type LinearBlock, type RMSNorm } from '../layers/index.js';
-import { readRaw, bytesToFloat32, f16WordsToFloat32, float32ToF16Bits, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
+import { readRaw, bytesToFloat32, exactF16Words, f16WordsToFloat32, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
 import type { LlavaConfig } from './config.js';
 import { visionLayersRun } from './config.js';
 import type { LlamaDecoderLayer } from './decoder.js';
@@ -101,12 +101,8 @@ interface Slot {
 /** A host copy of `t`'s values: fp16 bits when fround(f16 x scale) gives back every value exactly, else float32. */
 function toHost(t: tf.Tensor, scale: number): HostTensor {
   const data = t.dataSync() as Float32Array;
-  const s = Math.fround(scale);
-  const words = float32ToF16Bits(s === 1 ? data : data.map((v) => v / s));
-  const back = f16WordsToFloat32(words, undefined, s);
-  let exact = true;
-  for (let i = 0; i < data.length && exact; i++) exact = Object.is(back[i], data[i]);
-  return exact ? { shape: [...t.shape], f16: words, f32: null, scale: s } : { shape: [...t.shape], f16: null, f32: data.slice(), scale: 1 };
+  const words = exactF16Words(data, scale);
+  return words ? { shape: [...t.shape], f16: words, f32: null, scale: Math.fround(scale) } : { shape: [...t.shape], f16: null, f32: data.slice(), scale: 1 };
 }
 
 /** Scratch float32 arrays by length (wasm copies a tensor's values into its heap at creation, so they can be reused). */

@@ -176,3 +176,21 @@ export function float32ToF16Bits(values: Float32Array): Uint16Array {
   for (let i = 0; i < values.length; i++) out[i] = f32BitsToF16Bits(bits[i]);
   return out;
 }
+
+/**
+ * fp16 words w with fround(fp16(w[i]) x scale) === values[i] for every i (Object.is, so -0 and
+ * 0 differ), or null as soon as one value is not exactly representable: a lossless fp16 copy of
+ * values that came from an fp16 checkpoint (optionally times a float32 column scale).
+ */
+export function exactF16Words(values: Float32Array, scale = 1): Uint16Array | null {
+  const s = Math.fround(scale);
+  const table = f16ToF32Table();
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    const w = numberToF16Bits(s === 1 ? v : Math.fround(v / s));
+    if (!Object.is(Math.fround(table[w] * s), v)) return null;
+    out[i] = w;
+  }
+  return out;
+}

@@ -12,7 +12,7 @@ export { openTfjsWeights, TfjsWeightsSource, writeTfjsWeights, DEFAULT_SHARD_BYT
 export type { TfjsWeightEntry, TfjsWeightsJson, WriteTfjsOptions, WriteTfjsResult } from './tfjs-format.js';
 export {
   DTYPE_BYTES, bytesToFloat32, f16BytesToFloat32, f16WordsToFloat32, bf16BytesToFloat32, f32BytesToFloat32, f16BitsToNumber,
-  f32BitsToF16Bits, numberToF16Bits, float32ToF16Bits, float32ToBytesLE, uint16FromBytesLE, uint16ToBytesLE,
+  f32BitsToF16Bits, numberToF16Bits, float32ToF16Bits, exactF16Words, float32ToBytesLE, uint16FromBytesLE, uint16ToBytesLE,
 } from './dtype.js';
 export {
   QK, PACKED_FORMATS, paddedCols, packedBytes, quantizeMatrix, dequantizeMatrix, quantizeActivationsQ8, referenceMatmul, checkQuantizedMatrix,

@@ -62,7 +62,8 @@ export class WeightArena {
 
   /**
    * Reserves several slices in one memory (a kernel reads only its own memory, so a layer's
-   * weight, scales, column scales and bias must sit together).
+   * weight, scales, column scales and bias must sit together). With `scratch`, in a scratch memory
+   * (KV caches): they live until resetScratch().
    */
   allocateTogether(sizes: readonly number[], scratch = false): ArenaSlice[] {
     const aligned = sizes.map((b) => Math.ceil(b / ALIGN) * ALIGN);
@@ -73,11 +74,6 @@ export class WeightArena {
       offset += aligned[i];
       return slice;
     });
-  }
-
-  /** Reserves `bytes` of scratch (a KV cache) in a scratch memory; lives until resetScratch(). */
-  allocateScratch(bytes: number): ArenaSlice {
-    return this.reserve(bytes, true);
   }
 
   /** Frees every scratch slice at once (their memories stay committed, for the next ones). */
@@ -142,16 +138,6 @@ export class WeightArena {
   /** Float32 view of memory `index` at byte `offset`. */
   floatView(index: number, offset: number, count: number): Float32Array {
     return new Float32Array(this.memories[index].buffer, offset, count);
-  }
-
-  /** Bytes committed in all memories (what the weights and io regions hold). */
-  get committedBytes(): number {
-    return this.memories.reduce((sum, m) => sum + m.buffer.byteLength, 0);
-  }
-
-  /** Bytes allocated to weights. */
-  get weightBytes(): number {
-    return this.tops.reduce((sum, top, i) => sum + (this.scratch.has(i) ? 0 : top - RESERVED - this.ioBytes), 0);
   }
 
   get disposed(): boolean {

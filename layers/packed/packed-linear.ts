@@ -18,6 +18,7 @@ export const PACKED_MATMUL = 'IllavaPackedMatMul';
 export const PACKED_BACKENDS = ['wasm', 'cpu'] as const;
 
 const layers = new Map<number, PackedLinear>();
+let nextId = 1;
 
 /** A layer's arena slices (one memory). */
 interface Slices {
@@ -26,7 +27,6 @@ interface Slices {
   colScale: ArenaSlice | null;
   bias: ArenaSlice | null;
 }
-let nextId = 1;
 
 export interface PackedLinearOptions {
   /** Widths of the output blocks applyBlocks() returns (default: one block of N). */
@@ -76,10 +76,7 @@ export class PackedLinear {
    * @param bias [N] or null
    */
   static fromTorch(runtime: PackedRuntime, format: PackedFormat, weight: Float32Array, N: number, K: number, bias: Float32Array | null, options: PackedLinearOptions = {}): PackedLinear {
-    const arena = runtime.arena;
-    const slices = PackedLinear.reserve(runtime, format, N, K, bias !== null, options);
-    quantizeMatrix(weight, N, K, format, { data: arena.bytes(slices.data), scales: slices.scales ? arena.floats(slices.scales) : null });
-    return PackedLinear.place(runtime, format, N, K, slices, bias, options);
+    return PackedLinear.fromTorchParts(runtime, format, [{ rows: N, weight: () => weight }], K, bias, options);
   }
 
   /**
@@ -106,15 +103,6 @@ export class PackedLinear {
     return PackedLinear.place(runtime, format, N, K, slices, bias, options);
   }
 
-  /** A matrix already packed (e.g. read from a quantized cache file). */
-  static fromPacked(runtime: PackedRuntime, m: QuantizedMatrix, bias: Float32Array | null, options: PackedLinearOptions = {}): PackedLinear {
-    const arena = runtime.arena;
-    const slices = PackedLinear.reserve(runtime, m.format, m.rows, m.cols, bias !== null, options);
-    arena.bytes(slices.data).set(m.data);
-    if (slices.scales && m.scales) arena.floats(slices.scales).set(m.scales);
-    return PackedLinear.place(runtime, m.format, m.rows, m.cols, slices, bias, options);
-  }
-
   /**
    * Allocates the arena slices of an [N, K] matrix and calls `fill` with views of them (to read a
    * file straight into the arena), then builds the layer.
@@ -138,15 +126,11 @@ export class PackedLinear {
     const { data, scales, colScale } = slices;
     const b = slices.bias;
     if (bias && bias.length !== N) throw new Error(`PackedLinear: bias has ${bias.length} values for ${N} outputs`);
-    if (colScale && options.columnScale) {
-      const view = arena.floats(colScale);
-      for (let c = 0; c < N; c++) view[c] = options.columnScale(c);
-    }
+    const scale = colScale && options.columnScale ? arena.floats(colScale) : null;
+    if (scale && options.columnScale) for (let c = 0; c < N; c++) scale[c] = options.columnScale(c);
     if (b && bias) {
-      const view = arena.bytes(b);
       // y = dot * s + b * s: the bias is scaled with its column, as a folded float32 weight would be.
-      const scaled = colScale ? bias.map((v, c) => Math.fround(v * arena.floats(colScale as ArenaSlice)[c])) : bias;
-      view.set(new Uint8Array(scaled.buffer, scaled.byteOffset, scaled.byteLength));
+      arena.floats(b).set(scale ? bias.map((v, c) => v * scale[c]) : bias);
     }
     return new PackedLinear(runtime, format, K, N, data, scales, colScale, b, options);
   }
@@ -213,21 +197,6 @@ export class PackedLinear {
       col += width;
     }
     return out;
-  }
-
-  /** The kernel's work: x [M][K] row-major -> one Float32Array [M][width] per block. */
-  compute(x: Float32Array, M: number): Float32Array[] {
-    const N = this.outFeatures;
-    const flat = this.computeFlat(x, M);
-    if (this.widths.length === 1) return [flat];
-    const blocks = this.widths.map((w) => new Float32Array(M * w));
-    let col = 0;
-    this.widths.forEach((width, j) => {
-      const dst = blocks[j];
-      for (let r = 0; r < M; r++) dst.set(flat.subarray(r * N + col, r * N + col + width), r * width);
-      col += width;
-    });
-    return blocks;
   }
 
   /** x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in chunks that fit it. */
@@ -303,15 +272,23 @@ const packedMatMul: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   if (!layer) throw new Error(`${PACKED_MATMUL}: no packed layer ${String((attrs as { layer: number }).layer)} (disposed?)`);
   const [M] = x.shape;
   const values = isWasmLike(backend) ? backend.typedArrayFromHeap(x) : ((backend as unknown as CpuLikeBackend).readSync(x.dataId) as Float32Array);
-  const blocks = layer.compute(values, M); // reads x completely before any output is allocated (the wasm heap may grow)
-  return blocks.map((block, j) => {
-    const shape = [M, layer.widths[j]];
+  const y = layer.computeFlat(values, M); // reads x completely before any output is allocated (the wasm heap may grow)
+  const N = layer.outFeatures;
+  let col = 0;
+  return layer.widths.map((width) => {
+    const shape = [M, width];
+    const block = (dst: Float32Array) => {
+      if (width === N) dst.set(y);
+      else for (let r = 0; r < M; r++) dst.set(y.subarray(r * N + col, r * N + col + width), r * width);
+      col += width;
+      return dst;
+    };
     if (isWasmLike(backend)) {
       const info = backend.makeOutput(shape, 'float32');
-      backend.typedArrayFromHeap(info).set(block);
+      block(backend.typedArrayFromHeap(info)); // columns straight into the output's heap memory
       return info;
     }
-    return (backend as unknown as CpuLikeBackend).makeTensorInfo(shape, 'float32', block);
+    return (backend as unknown as CpuLikeBackend).makeTensorInfo(shape, 'float32', block(new Float32Array(M * width)));
   });
 };
 
