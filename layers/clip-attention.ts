@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { attendHeads, type AttentionExtras } from './attention.js';
 import { Linear, headBlocks } from './linear.js';
 import { checkHeadBlocks } from './llama-attention.js';
+import { attendPacked, packedAttentionFits } from './packed/attention-prefill.js';
 import { PackedLinear } from './packed/packed-linear.js';
 
 export interface ClipAttentionOutput {
@@ -40,6 +41,10 @@ export class ClipAttention {
 
   apply(x: tf.Tensor2D, extras: Omit<AttentionExtras, 'mask' | 'returnRow'> & { returnKeys?: boolean } = {}): ClipAttentionOutput {
     const H = this.numHeads;
+    if (!extras.keyBias && !extras.returnProbs && !extras.returnKeys) {
+      const out = this.applyHost(x);
+      if (out) return { out };
+    }
     let probs: tf.Tensor3D | undefined;
     let keys: tf.Tensor2D | undefined;
     const out = tf.tidy(() => {
@@ -51,6 +56,21 @@ export class ClipAttention {
       return this.outProj.apply(attention.out);
     });
     return { out, probs, keys };
+  }
+
+  /**
+   * Packed projections and nothing extra asked for: q/k/v come back on the host and our
+   * prefill-attention kernel runs every head on every kernel thread (tfjs would take one
+   * transpose, two matmuls and a softmax per head on this thread). Null when it cannot.
+   */
+  private applyHost(x: tf.Tensor2D): tf.Tensor2D | null {
+    const { qkv, outProj } = this;
+    const N = x.shape[0];
+    const d = outProj.inFeatures / this.numHeads;
+    if (!(qkv instanceof PackedLinear) || !(outProj instanceof PackedLinear) || !packedAttentionFits(qkv.runtime, N, this.numHeads, d)) return null;
+    const heads = qkv.computeFlat(x.dataSync() as Float32Array, N); // [N][3 H d]: q heads (scaled), k heads, v heads
+    const attention = attendPacked(qkv.runtime, qkv.memory, heads, N, this.numHeads, d);
+    return tf.tensor2d(outProj.computeFlat(attention, N), [N, outProj.outFeatures]);
   }
 
   dispose(): void {

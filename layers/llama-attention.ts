@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { attendHeads } from './attention.js';
 import type { LayerKVCache } from './kv-cache.js';
 import { Linear, headBlocks } from './linear.js';
+import { attendRows } from './packed/attention-prefill.js';
 import { PackedLinear } from './packed/packed-linear.js';
 import { RotaryEmbedding } from './rope.js';
 
@@ -47,9 +48,11 @@ export class LlamaAttention {
   }
 
   apply(input: LlamaAttentionInput): { out: tf.Tensor2D; row?: tf.Tensor2D } {
-    if (input.x.shape[0] === 1 && input.returnRow === undefined && this.hostDecodes) {
-      const out = this.decodeHost(input.x.dataSync() as Float32Array, input.rope, input.cache);
-      return { out: tf.tensor2d(out, [1, out.length]) };
+    const T = input.x.shape[0];
+    if (input.returnRow === undefined && this.hostDecodes) {
+      const x = input.x.dataSync() as Float32Array;
+      const out = T === 1 ? this.decodeHost(x, input.rope, input.cache) : this.prefillHost(x, T, input.rope, input.cache, input.mask);
+      return { out: tf.tensor2d(out, [T, out.length / T]) };
     }
     const H = this.numHeads;
     const Hkv = this.numKvHeads;
@@ -78,45 +81,73 @@ export class LlamaAttention {
 
   /**
    * One token with packed projections, off the tensor path: the q/k/v row comes back on the host,
-   * RoPE is applied there (the same float32 arithmetic as applyHeads: x cos + rotate_half(x) sin,
-   * each product and the sum rounded), k and v join the cache in arena memory, and our
+   * RoPE is applied there (rotateRows), k and v join the cache in arena memory, and our
    * decode-attention kernel reads the whole cache once over all heads on every kernel thread.
    * The tfjs path costs ~6 ops per head plus a cache concat per head per token (bench/README.md).
    * Normalised x [D] -> the output projection's [D] (see hostDecodes).
    */
   decodeHost(x: Float32Array, rope: LlamaAttentionInput['rope'], cache: LayerKVCache): Float32Array {
+    const { y, kv, H, d } = this.projectToCache(x, 1, rope, cache);
+    return (this.outProj as PackedLinear).computeFlat(kv.attend(y.subarray(0, H * d), H), 1);
+  }
+
+  /**
+   * T > 1 new tokens (a prefill) with packed projections: as decodeHost, with our prefill-attention
+   * kernel (causal, the new rows see the cache and each other) instead of one transpose, two
+   * matmuls, a mask add and a softmax per head in tfjs. x [T, D] -> [T, D].
+   */
+  prefillHost(x: Float32Array, T: number, rope: LlamaAttentionInput['rope'], cache: LayerKVCache, mask: tf.Tensor2D | null): Float32Array {
+    const past = cache.length;
+    if (mask && (mask.shape[0] !== T || mask.shape[1] !== past + T)) throw new Error(`LlamaAttention: a [${mask.shape.join(', ')}] mask for ${T} new tokens after ${past}: only the causal mask is supported on packed weights`);
+    const { y, kv, H, d, width } = this.projectToCache(x, T, rope, cache);
+    const attention = attendRows(kv.runtime, kv.rows, y, width, 0, T, H, d, true);
+    return (this.outProj as PackedLinear).computeFlat(attention, T);
+  }
+
+  /** q/k/v rows [T][(H + 2 Hkv) d] on the host, q and k rotated; k and v appended to the arena cache. */
+  private projectToCache(x: Float32Array, T: number, rope: LlamaAttentionInput['rope'], cache: LayerKVCache) {
     const qkv = this.qkv as PackedLinear;
-    const outProj = this.outProj as PackedLinear;
     const H = this.numHeads;
     const Hkv = this.numKvHeads;
     const d = this.rotary.headDim;
-    const half = d / 2;
-    const y = qkv.computeFlat(x, 1); // [(H + 2 Hkv) d]: q (scaled), k, v
-    const cos = rope.cos.dataSync() as Float32Array; // [d] for this position
-    const sin = rope.sin.dataSync() as Float32Array;
-    const f = Math.fround;
-    const rotated = new Float32Array(d);
-    for (let h = 0; h < H + Hkv; h++) {
-      const at = h * d;
-      for (let i = 0; i < half; i++) {
-        rotated[i] = f(f(y[at + i] * cos[i]) + f(-y[at + half + i] * sin[i]));
-        rotated[half + i] = f(f(y[at + half + i] * cos[half + i]) + f(y[at + i] * sin[half + i]));
-      }
-      y.set(rotated, at);
-    }
+    const width = (H + 2 * Hkv) * d;
+    const y = qkv.computeFlat(x, T); // q (scaled), k, v heads side by side in each row
+    rotateRows(y, width, T, H + Hkv, d, rope.cos.dataSync() as Float32Array, rope.sin.dataSync() as Float32Array);
     const kv = cache.toArena(qkv.runtime, Hkv, d);
-    kv.append(y.subarray(H * d, (H + Hkv) * d), y.subarray((H + Hkv) * d));
-    return outProj.computeFlat(kv.attend(y.subarray(0, H * d), H), 1);
+    kv.append(y.subarray(H * d), y.subarray((H + Hkv) * d), T, width);
+    return { y, kv, H, d, width };
   }
 
-  /** True when one token can take the host path (packed projections, head dim a multiple of 4). */
+  /** True when the host path can be taken: packed projections, head dim a multiple of 4 up to 256 (the kernels' limits). */
   get hostDecodes(): boolean {
-    return this.qkv instanceof PackedLinear && this.outProj instanceof PackedLinear && this.rotary.headDim % 4 === 0;
+    return this.qkv instanceof PackedLinear && this.outProj instanceof PackedLinear && this.rotary.headDim % 4 === 0 && this.rotary.headDim <= 256;
   }
 
   dispose(): void {
     this.qkv.dispose();
     this.outProj.dispose();
+  }
+}
+
+/**
+ * RoPE on the host, in place, for the first `heads` heads of T rows of y [T][rowStride]: the same
+ * float32 arithmetic as RotaryEmbedding.applyHeads (x cos + rotate_half(x) sin, each product and
+ * the sum rounded). cos, sin [T][d] (RotaryEmbedding.tables()).
+ */
+export function rotateRows(y: Float32Array, rowStride: number, T: number, heads: number, d: number, cos: Float32Array, sin: Float32Array): void {
+  const half = d / 2;
+  const f = Math.fround;
+  const rotated = new Float32Array(d);
+  for (let t = 0; t < T; t++) {
+    const c = t * d;
+    for (let h = 0; h < heads; h++) {
+      const at = t * rowStride + h * d;
+      for (let i = 0; i < half; i++) {
+        rotated[i] = f(f(y[at + i] * cos[c + i]) + f(-y[at + half + i] * sin[c + i]));
+        rotated[half + i] = f(f(y[at + half + i] * cos[c + half + i]) + f(y[at + i] * sin[c + half + i]));
+      }
+      y.set(rotated, at);
+    }
   }
 }
 

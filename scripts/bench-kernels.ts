@@ -2,10 +2,13 @@
 // Kernel micro-benchmark: `node dist/scripts/bench-kernels.js [--threads 1,2] [--formats q8_0,...]`.
 // PackedLinear calls (the tfjs op: copy in, quantize x, kernel split over threads, copy out) at the
 // LLaMA-7B layer shapes, decode (1 row) and prefill (612 rows), against tfjs-wasm's float32
-// matmul on a resident weight at the same shape; best and median of 7 calls.
+// matmul on a resident weight at the same shape; best and median of 7 calls. And one layer's
+// attention (LLaMA-7B prefill, ViT-L/14-336) in tfjs against our prefill-attention kernel.
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
-import { PackedLinear, PackedRuntime } from '../layers/packed/index.js';
+import { ArenaKV, PackedLinear, PackedRuntime } from '../layers/packed/index.js';
+import { attendRows } from '../layers/packed/attention-prefill.js';
+import { attendHeads, causalMask } from '../layers/index.js';
 import { randomUniform } from './random-model.js';
 import { scriptArgs } from './args.js';
 import type { PackedFormat } from '../weights/index.js';
@@ -16,7 +19,7 @@ const args = scriptArgs(
   --threads  comma-separated thread counts to run each kernel with
   --formats  comma-separated packed formats
   --rows     rows of the prefill shape
-  --only     run only the shapes whose name contains this (qkv, down, prefill)`,
+  --only     run only the shapes whose name contains this (qkv, down, prefill, attention)`,
   {
     threads: { type: 'string', default: '1,2' },
     formats: { type: 'string', default: 'q8_0,q4_0,f16' },
@@ -34,6 +37,40 @@ const allShapes: Array<[string, number, number, number]> = [
 
 const only = args.only;
 const shapes = allShapes.filter(([n]) => !only || n.includes(only));
+// Attention of one layer: [name, query rows, heads (= kv heads), head dim, causal]
+const attentionShapes: Array<[string, number, number, number, boolean]> = [
+  ['attention LLaMA-7B prefill', Number(args.rows), 32, 128, true],
+  ['attention ViT-L/14-336', 577, 16, 64, false],
+].filter(([n]) => !only || (n as string).includes(only)) as Array<[string, number, number, number, boolean]>;
+
+/** One layer's attention: tfjs (attendHeads, this thread) against our kernel (attendRows, every thread), interleaved. */
+async function benchAttention(name: string, T: number, H: number, d: number, causal: boolean): Promise<void> {
+  const W = H * d;
+  const q = randomUniform(T * W, 0.2, 41);
+  const k = randomUniform(T * W, 1, 42);
+  const v = randomUniform(T * W, 1, 43);
+  const heads = (a: Float32Array) => Array.from({ length: H }, (_, h) => tf.tidy(() => tf.slice(tf.tensor2d(a, [T, W]), [0, h * d], [T, d]) as tf.Tensor2D));
+  const [qh, kh, vh] = [heads(q), heads(k), heads(v)];
+  const mask = causal ? causalMask(T) : null;
+  const tfjs = () => {
+    const { out } = attendHeads(qh, kh, vh, { mask });
+    out.dataSync();
+    out.dispose();
+  };
+  for (const threads of threadsList) {
+    const runtime = new PackedRuntime(threads, 64 << 20);
+    const kv = new ArenaKV(runtime, H, d, T);
+    kv.append(k, v, T);
+    const ours = () => attendRows(runtime, kv.rows, q, W, 0, T, H, d, causal);
+    const a = time(tfjs, 3);
+    const b = time(ours, 3);
+    process.stdout.write(`${name} [${T} rows, ${H} heads x ${d}${causal ? ', causal' : ''}] tfjs ${a.best.toFixed(1)} ms, kernel ${threads}t ${b.best.toFixed(1)} ms: ${(a.best / b.best).toFixed(2)}x\n`);
+    kv.dispose();
+    await runtime.dispose();
+  }
+  [...qh, ...kh, ...vh].forEach((t) => t.dispose());
+  mask?.dispose();
+}
 
 function time(fn: () => void, runs = 7): { best: number; median: number } {
   fn();
@@ -48,6 +85,7 @@ function time(fn: () => void, runs = 7): { best: number; median: number } {
 }
 
 await selectBackend('wasm');
+for (const [name, T, H, d, causal] of attentionShapes) await benchAttention(name, T, H, d, causal);
 for (const [name, M, K, N] of shapes) {
   const x = tf.tensor2d(randomUniform(M * K, 1, 1), [M, K]);
   const w = randomUniform(N * K, 0.02, 2);

@@ -5,6 +5,7 @@
 // them); rows [0, length) are valid. A full cache moves to slices 1.5x as large (the old ones
 // stay until the runtime's scratch is reset: when the last open cache is disposed).
 import type { ArenaSlice } from './arena.js';
+import type { KeyValueRows } from './attention-prefill.js';
 import type { PackedRuntime } from './runtime.js';
 
 export class ArenaKV {
@@ -37,8 +38,8 @@ export class ArenaKV {
     this.capacity = capacity;
   }
 
-  /** Appends T rows: k and v as [T][heads * d] (the projection's row layout). */
-  append(k: Float32Array, v: Float32Array, T = 1): void {
+  /** Appends T rows: k and v as [T][stride] with the heads in the first heads * d columns (the projection's row layout). */
+  append(k: Float32Array, v: Float32Array, T = 1, stride = this.heads * this.headDim): void {
     if (this.#disposed) throw new Error('ArenaKV: used after dispose()');
     if (this.length + T > this.capacity) this.grow(Math.max(Math.ceil(1.5 * this.capacity), this.length + T));
     const { arena } = this.runtime;
@@ -48,8 +49,8 @@ export class ArenaKV {
     for (let t = 0; t < T; t++) {
       for (let h = 0; h < this.heads; h++) {
         const at = (h * this.capacity + this.length + t) * d;
-        keys.set(k.subarray((t * this.heads + h) * d, (t * this.heads + h + 1) * d), at);
-        values.set(v.subarray((t * this.heads + h) * d, (t * this.heads + h + 1) * d), at);
+        keys.set(k.subarray(t * stride + h * d, t * stride + (h + 1) * d), at);
+        values.set(v.subarray(t * stride + h * d, t * stride + (h + 1) * d), at);
       }
     }
     this.length += T;
@@ -96,6 +97,14 @@ export class ArenaKV {
     const values = (this.values as ArenaSlice).offset;
     pool.run('attendDecode', mem, H, (t, h0, h1) => [qAt, keys.offset, values, this.length, this.capacity, d, H / this.heads, h0, h1, scoresAt + t * scoreBytes, outAt], 1);
     return arena.floatView(mem, outAt, H * d).slice();
+  }
+
+  /** Where the valid rows lie, for the prefill-attention kernel (attention-prefill.ts). */
+  get rows(): KeyValueRows {
+    if (this.#disposed) throw new Error('ArenaKV: used after dispose()');
+    const keys = this.keys as ArenaSlice;
+    const rowStride = 4 * this.headDim;
+    return { memory: keys.memory, keys: keys.offset, values: (this.values as ArenaSlice).offset, rowStride, headStride: rowStride * this.capacity, heads: this.heads, length: this.length };
   }
 
   /** Bytes held for the valid rows. */

@@ -12,6 +12,7 @@ export interface KernelExports {
   matmulF16(x: number, M: number, Kp: number, w: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number, scratch: number): void;
   readLoop(p: number, n: number): number;
   attendDecode(q: number, keys: number, values: number, S: number, cap: number, d: number, group: number, h0: number, h1: number, scores: number, out: number): void;
+  attendPrefill(q: number, qRow: number, keys: number, values: number, kvRow: number, kvHead: number, T: number, S: number, d: number, group: number, causal: number, h0: number, h1: number, scores: number, out: number, outRow: number): void;
 }
 
 /** Where the built module lies, relative to this file once compiled (dist/layers/packed/ -> dist/kernels/). */

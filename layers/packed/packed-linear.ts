@@ -200,6 +200,11 @@ export class PackedLinear {
   }
 
   /** x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in chunks that fit it. */
+  /** The arena memory holding this layer's bytes (its kernel runs on that memory's instance). */
+  get memory(): number {
+    return this.data.memory;
+  }
+
   computeFlat(x: Float32Array, M: number): Float32Array {
     if (this.#disposed) throw new Error('PackedLinear: used after dispose()');
     const { arena, pool } = this.runtime;

@@ -3,12 +3,14 @@
 // Atomics.wait between jobs, so memories arrive through receiveMessageOnPort, not events.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { instantiateKernels, type KernelExports } from './kernel.js';
-import { EXIT, OP, SEQ, SLOT, STATUS, slotBase } from './pool-protocol.js';
+import { EXIT, MAX_ARGS, OP, SEQ, SLOT, STATUS, slotBase, type KernelOp } from './pool-protocol.js';
+import { callKernel } from './pool.js';
 
 const data = workerData as { ctrl: SharedArrayBuffer; index: number; port: MessagePort; module: WebAssembly.Module };
 const ctrl = new Int32Array(data.ctrl);
 const base = slotBase(data.index);
 const kernels: KernelExports[] = [];
+const OP_NAMES = Object.fromEntries(Object.entries(OP).filter(([name]) => name !== 'none').map(([name, code]) => [code, name])) as Record<number, KernelOp | undefined>;
 
 function kernelsFor(memory: number): KernelExports {
   while (kernels.length <= memory) {
@@ -23,26 +25,9 @@ function run(): void {
   const op = Atomics.load(ctrl, base + SLOT.op);
   if (op === OP.none) return;
   const k = kernelsFor(Atomics.load(ctrl, base + SLOT.memory));
-  const a = Array.from(ctrl.subarray(base + SLOT.args, base + SLOT.args + 12));
-  switch (op) {
-    case OP.matmulQ8:
-      k.matmulQ8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
-      return;
-    case OP.matmulQ4:
-      k.matmulQ4(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
-      return;
-    case OP.matmulF16:
-      k.matmulF16(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
-      return;
-    case OP.readLoop:
-      k.readLoop(a[0], a[1]);
-      return;
-    case OP.attendDecode:
-      k.attendDecode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
-      return;
-    default:
-      throw new Error(`kernel worker ${data.index}: unknown op ${op}`);
-  }
+  const name = OP_NAMES[op];
+  if (name === undefined) throw new Error(`kernel worker ${data.index}: unknown op ${op}`);
+  callKernel(k, name, Array.from(ctrl.subarray(base + SLOT.args, base + SLOT.args + MAX_ARGS)));
 }
 
 process.on('exit', () => {

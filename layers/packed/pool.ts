@@ -131,7 +131,8 @@ export class KernelPool {
   }
 }
 
-function callKernel(k: KernelExports, op: KernelOp, a: number[]): void {
+/** Calls kernel `op` with its arguments (this thread and pool-worker.ts share it). */
+export function callKernel(k: KernelExports, op: KernelOp, a: readonly number[]): void {
   switch (op) {
     case 'matmulQ8':
       return k.matmulQ8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
@@ -144,5 +145,7 @@ function callKernel(k: KernelExports, op: KernelOp, a: number[]): void {
       return;
     case 'attendDecode':
       return k.attendDecode(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+    case 'attendPrefill':
+      return k.attendPrefill(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]);
   }
 }
