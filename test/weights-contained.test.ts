@@ -10,6 +10,7 @@ import { LlavaModel } from '../src/llava.js';
 import { TokenSampler } from '../src/sampling.js';
 import { TINY_LLAVA_DIR } from './helpers/fixture.js';
 import { tempDir } from './helpers/weights-files.js';
+import { rejects } from './helpers/assert.js';
 
 const FIXTURE_WEIGHTS = join(TINY_LLAVA_DIR, 'model.safetensors');
 const SHARD = 'model-00001-of-00001.safetensors';
@@ -20,16 +21,6 @@ function writeIndex(dir: string): void {
   const weightMap = Object.fromEntries(f.names().map((n) => [n, SHARD]));
   f.close();
   writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-}
-
-async function rejects(p: Promise<unknown>, re: RegExp): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    expect((e as Error).message).to.match(re);
-    return e as Error;
-  }
-  throw new Error(`expected a rejection matching ${re}`);
 }
 
 describe('weights: files outside the model folder are never read', () => {
