@@ -14,6 +14,7 @@ import { loadModules, type LoadProgress } from './load.js';
 import { checkConfigAgainstWeights } from './config-check.js';
 import { checkWeightsFitWasmHeap, reservePrefillHeap } from './heap-guard.js';
 import { ParallelPool } from '../layers/parallel.js';
+import { workerTimeoutMs } from '../layers/worker-timeout.js';
 import { releaseUnpackedWeightsEnabled } from '../layers/wasm-memory.js';
 import { chooseResidency, type Residency, type ResidencyOption } from './streamed.js';
 import { ImageProcessor } from './preprocess.js';
@@ -147,6 +148,12 @@ export interface LoadOptions {
    * writes them there otherwise, so a second load does not quantize again.
    */
   quantizedCache?: string | false;
+  /**
+   * With threads: 2, the longest wait for a worker's share of one call, in ms, before the worker
+   * is reported as stalled and terminated (the call throws; default $ILLAVA_WORKER_TIMEOUT_MS, else
+   * 60000).
+   */
+  workerTimeoutMs?: number;
   /** Sizes of the packed weights' memories (layers/packed/arena.ts): for tuning, and tests that spread a model over many memories. */
   packedMemory?: { ioBytes?: number; memoryLimit?: number };
 }
@@ -242,9 +249,10 @@ export class LlavaModel {
       ? { residency: 'resident' as const, reason: `packed ${decoderPacked}` }
       : want === 'auto' ? chooseResidency(config, backend.name, { releaseWeights: releaseUnpackedWeightsEnabled() }) : { residency: want, reason: 'requested' };
     checkWeightsFitWasmHeap(parts.name, config, { decoder: formats.decoder, vision: formats.vision, residency: residency.residency, releaseWeights: releaseUnpackedWeightsEnabled() }, backend.name);
-    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads, options.packedMemory?.ioBytes, options.packedMemory?.memoryLimit) : undefined;
+    const timeoutMs = workerTimeoutMs(options.workerTimeoutMs);
+    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads, options.packedMemory?.ioBytes, options.packedMemory?.memoryLimit, { timeoutMs }) : undefined;
     // The tfjs worker (layers/parallel.ts) splits float32 MLPs; packed layers use the runtime's threads.
-    const pool = threads === 2 && (!decoderPacked || !visionPacked) ? await ParallelPool.start() : undefined;
+    const pool = threads === 2 && (!decoderPacked || !visionPacked) ? await ParallelPool.start({ timeoutMs }) : undefined;
     const cacheDir = options.quantizedCache === false || !parts.fingerprint ? null : options.quantizedCache ?? defaultCacheDir();
     const wanted = [...new Set([decoderPacked, visionPacked].filter((f): f is PackedFormat => f !== null))];
     const cache: Map<PackedFormat, QuantizedFile> = cacheDir && parts.fingerprint ? openPackedCache(cacheDir, parts.name, wanted, parts.fingerprint) : new Map();
