@@ -191,7 +191,8 @@ function tfjsCase(rng: Rng, dir: string, t: Templates): string {
   if (!['symlink-shard', 'symlink-secret', 'symlink-manifest', 'shard-dir', 'truncate-shard', 'extend-shard', 'duplicate', 'damage'].includes(mode)) writeFileSync(file, JSON.stringify(json));
   if (mode === 'duplicate') writeFileSync(file, `{"weightsManifest": [],${JSON.stringify(json).slice(1)}`);
   if (mode === 'damage') return `damage ${damage(rng, file)}`;
-  return `${mode} ${mode.includes('path') || mode.includes('shard') || mode.includes('dot') || mode.includes('abs') || mode.includes('back') ? shard : String(group.weights[w]?.name ?? w)}`;
+  const weightModes = ['dtype', 'shape', 'quantization', 'drop-weight', 'duplicate-weight'];
+  return `${mode} ${weightModes.includes(mode) ? String(group.weights[w]?.name ?? w) : shard}`;
 }
 
 export interface Case { kind: string; what: string; args: string[]; dir: string }
