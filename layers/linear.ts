@@ -12,7 +12,7 @@
 // callers that want them apart (attention heads, MLP chunks), which also avoids splitting the
 // output: tfjs-wasm's slice/split copy the whole input tensor on every call.
 import * as tf from '@tensorflow/tfjs-core';
-import { releaseUnpacked, releaseUnpackedWeightsEnabled } from './wasm-memory.js';
+import { noteXnnpackCopy, releaseUnpacked, releaseUnpackedWeightsEnabled } from './wasm-memory.js';
 
 let blockBytes = 4 << 20;
 
@@ -63,7 +63,7 @@ export function weightMatMul(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tenso
   if (releaseUnpackedWeightsEnabled() && !released.has(weight)) {
     released.add(weight);
     releaseUnpacked(weight);
-  }
+  } else noteXnnpackCopy(weight);
   return y;
 }
 

@@ -25,6 +25,7 @@ import { GatedMlp, TwoLayerMlp } from './mlp.js';
 import { Linear, hostColumns } from './linear.js';
 import { activation } from './activations.js';
 import { releaseUnpackedWeightsEnabled } from './wasm-memory.js';
+import { stalledMessage, workerTimeoutMs } from './worker-timeout.js';
 import { CTRL, STATUS, type FromWorker, type HalfSpec, type ToWorker } from './parallel-protocol.js';
 
 export interface ParallelPoolOptions {
@@ -32,7 +33,7 @@ export interface ParallelPoolOptions {
   backend?: string;
   /** Free unpacked weights after their first matmul in the worker too (default: as on the main thread). */
   releaseWeights?: boolean;
-  /** Longest wait for the worker's half of one call, in ms (default 120000). */
+  /** Longest wait for the worker's half of one call, in ms (default: $ILLAVA_WORKER_TIMEOUT_MS, else 60000; layers/worker-timeout.ts). */
   timeoutMs?: number;
   /** Longest wait for the worker to start and initialise its backend, in ms (default 60000). */
   initTimeoutMs?: number;
@@ -76,7 +77,7 @@ export class ParallelPool {
       execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
       transferList: [port2],
     });
-    const pool = new ParallelPool(worker, ctrl, port1, options.timeoutMs ?? 120_000);
+    const pool = new ParallelPool(worker, ctrl, port1, workerTimeoutMs(options.timeoutMs));
     // A pool that is never disposed must not keep node alive: the worker is ref'd only while a
     // request (start, build) is in flight (see request()).
     worker.unref();
@@ -199,7 +200,7 @@ export class ParallelPool {
       if (left <= 0) {
         this.markDead(`no answer from the parallel worker in ${this.timeoutMs} ms`);
         void this.worker.terminate();
-        throw new Error(`parallel worker did not answer in ${this.timeoutMs} ms (terminated)`);
+        throw new Error(stalledMessage('parallel worker', this.timeoutMs));
       }
       // The worker sets `dead` before `status`: a worker gone before this call stored `pending`
       // is seen here, one that goes later changes `status` and wakes the wait.

@@ -61,3 +61,76 @@ export function releaseUnpacked(t: tf.Tensor): boolean {
 export function wasmHeapBytes(): number {
   return wasmInternals()?.wasm.HEAPU8.length ?? 0;
 }
+
+// The heap guard. tfjs-backend-wasm's heap is 32-bit: past 4 GiB its allocations wrap around and
+// overwrite live tensors with no error (measured: the 43rd 96 MiB tensor overwrote the first).
+// What illava puts there is tracked (tfjs's tensor bytes, plus the packed copy XNNPACK keeps of
+// each matmul weight unless setReleaseUnpackedWeights is on), and whatever would take it past the
+// limit is refused first (reserveWasmHeap): the loader before each weight tensor, generate before
+// the prefill. The limit is below 4 GiB to leave room for tfjs's own buffers and fragmentation.
+
+/** The most the wasm heap can address. */
+export const WASM_HEAP_MAX_BYTES = 4 * 2 ** 30;
+/** Default limit on what illava lets the wasm heap hold (4 GiB less 128 MiB). */
+export const DEFAULT_WASM_HEAP_LIMIT = WASM_HEAP_MAX_BYTES - 128 * 2 ** 20;
+
+let heapLimit: number | null = null;
+
+/**
+ * Sets the guard's limit in bytes (at most WASM_HEAP_MAX_BYTES; tests lower it to exercise the
+ * guard cheaply); null restores the default: $ILLAVA_WASM_HEAP_LIMIT_MB when set, else
+ * DEFAULT_WASM_HEAP_LIMIT.
+ */
+export function setWasmHeapLimit(bytes: number | null): void {
+  if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 1 || bytes > WASM_HEAP_MAX_BYTES)) {
+    throw new Error(`the wasm heap limit must be an integer from 1 to ${WASM_HEAP_MAX_BYTES} bytes, got ${String(bytes)}`);
+  }
+  heapLimit = bytes;
+}
+
+/** The guard's limit in bytes (see setWasmHeapLimit). */
+export function wasmHeapLimit(): number {
+  if (heapLimit !== null) return heapLimit;
+  const env = process.env.ILLAVA_WASM_HEAP_LIMIT_MB;
+  if (env === undefined || env === '') return DEFAULT_WASM_HEAP_LIMIT;
+  const mb = Number(env);
+  if (!Number.isInteger(mb) || mb < 1 || mb * 2 ** 20 > WASM_HEAP_MAX_BYTES) {
+    throw new Error(`ILLAVA_WASM_HEAP_LIMIT_MB must be an integer from 1 to ${WASM_HEAP_MAX_BYTES / 2 ** 20}, got '${env}'`);
+  }
+  return mb * 2 ** 20;
+}
+
+/** Weights whose packed copy XNNPACK holds besides their own data (pruned when disposed). */
+const xnnpackCopies = new Set<tf.Tensor>();
+
+/** weightMatMul: XNNPACK now keeps a packed copy of `weight` (wasm, weights not released). */
+export function noteXnnpackCopy(weight: tf.Tensor): void {
+  if (tf.getBackend() === 'wasm' && !releaseUnpackedWeightsEnabled()) xnnpackCopies.add(weight);
+}
+
+/** Bytes illava holds in the wasm heap now (tensors and XNNPACK's weight copies), 0 off wasm. */
+export function wasmHeapInUse(): number {
+  if (tf.getBackend() !== 'wasm') return 0;
+  let copies = 0;
+  for (const t of xnnpackCopies) {
+    if (t.isDisposed) xnnpackCopies.delete(t);
+    else copies += t.size * 4;
+  }
+  return tf.memory().numBytes + copies;
+}
+
+export const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+
+/**
+ * Throws, on the wasm backend, when `bytes` more would take the heap past the limit. `what`
+ * names the allocation ("decoder layer 3", "the prefill of 600 tokens"); `advice` says what
+ * would fit. Off wasm it does nothing.
+ */
+export function reserveWasmHeap(bytes: number, what: string, advice = ''): void {
+  if (tf.getBackend() !== 'wasm') return;
+  const used = wasmHeapInUse();
+  const limit = wasmHeapLimit();
+  if (used + bytes > limit) {
+    throw new Error(`${what} needs ${mib(bytes)} more of the wasm heap, which holds ${mib(used)} already: over its ${mib(limit)} limit (tfjs-wasm corrupts memory silently past 4 GiB)${advice ? `; ${advice}` : ''}`);
+  }
+}

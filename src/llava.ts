@@ -12,7 +12,9 @@ import { patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js'
 import { DEFAULT_MAX_IMAGE_PIXELS, loadImage, type RgbImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
 import { checkConfigAgainstWeights } from './config-check.js';
+import { checkWeightsFitWasmHeap, reservePrefillHeap } from './heap-guard.js';
 import { ParallelPool } from '../layers/parallel.js';
+import { workerTimeoutMs } from '../layers/worker-timeout.js';
 import { releaseUnpackedWeightsEnabled } from '../layers/wasm-memory.js';
 import { chooseResidency, type Residency, type ResidencyOption } from './streamed.js';
 import { ImageProcessor } from './preprocess.js';
@@ -146,6 +148,12 @@ export interface LoadOptions {
    * writes them there otherwise, so a second load does not quantize again.
    */
   quantizedCache?: string | false;
+  /**
+   * With threads: 2, the longest wait for a worker's share of one call, in ms, before the worker
+   * is reported as stalled and terminated (the call throws; default $ILLAVA_WORKER_TIMEOUT_MS, else
+   * 60000).
+   */
+  workerTimeoutMs?: number;
   /** Sizes of the packed weights' memories (layers/packed/arena.ts): for tuning, and tests that spread a model over many memories. */
   packedMemory?: { ioBytes?: number; memoryLimit?: number };
 }
@@ -240,9 +248,11 @@ export class LlavaModel {
     const residency = decoderPacked
       ? { residency: 'resident' as const, reason: `packed ${decoderPacked}` }
       : want === 'auto' ? chooseResidency(config, backend.name, { releaseWeights: releaseUnpackedWeightsEnabled() }) : { residency: want, reason: 'requested' };
-    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads, options.packedMemory?.ioBytes, options.packedMemory?.memoryLimit) : undefined;
+    checkWeightsFitWasmHeap(parts.name, config, { decoder: formats.decoder, vision: formats.vision, residency: residency.residency, releaseWeights: releaseUnpackedWeightsEnabled() }, backend.name);
+    const timeoutMs = workerTimeoutMs(options.workerTimeoutMs);
+    const runtime = decoderPacked || visionPacked ? new PackedRuntime(threads, options.packedMemory?.ioBytes, options.packedMemory?.memoryLimit, { timeoutMs }) : undefined;
     // The tfjs worker (layers/parallel.ts) splits float32 MLPs; packed layers use the runtime's threads.
-    const pool = threads === 2 && (!decoderPacked || !visionPacked) ? await ParallelPool.start() : undefined;
+    const pool = threads === 2 && (!decoderPacked || !visionPacked) ? await ParallelPool.start({ timeoutMs }) : undefined;
     const cacheDir = options.quantizedCache === false || !parts.fingerprint ? null : options.quantizedCache ?? defaultCacheDir();
     const wanted = [...new Set([decoderPacked, visionPacked].filter((f): f is PackedFormat => f !== null))];
     const cache: Map<PackedFormat, QuantizedFile> = cacheDir && parts.fingerprint ? openPackedCache(cacheDir, parts.name, wanted, parts.fingerprint) : new Map();
@@ -330,8 +340,8 @@ export class LlavaModel {
     return ids;
   }
 
-  /** Throws when the prompt (images expanded) plus `newTokens` exceeds max_position_embeddings. */
-  private checkContext(ids: number[], newTokens: number): void {
+  /** Throws when the prompt (images expanded) plus `newTokens` exceeds max_position_embeddings; returns the prompt's length in tokens. */
+  private checkContext(ids: number[], newTokens: number): number {
     const perImage = patchesPerImage(this.config) + (this.config.visionFeatureSelectStrategy === 'full' ? 1 : 0);
     const images = ids.filter((id) => id === this.config.imageTokenIndex).length;
     const promptTokens = ids.length - images + images * perImage;
@@ -339,6 +349,7 @@ export class LlavaModel {
     if (promptTokens + newTokens > limit) {
       throw new Error(`the prompt is ${promptTokens} tokens (${images} image(s) of ${perImage}) and ${newTokens} new tokens were asked for: ${promptTokens + newTokens} is over the model's context of ${limit} positions (max_position_embeddings); shorten the prompt or lower maxNewTokens (--max-new-tokens) to at most ${Math.max(0, limit - promptTokens)}`);
     }
+    return promptTokens;
   }
 
   private checkAlive(what: string): void {
@@ -347,7 +358,7 @@ export class LlavaModel {
 
   private async prepare(input: PromptInput, newTokens = 0): Promise<PreparedPrompt> {
     const ids = this.promptIds(input);
-    this.checkContext(ids, newTokens);
+    reservePrefillHeap(this.config, this.checkContext(ids, newTokens), newTokens, this.layout.formats.decoder !== 'f32');
     const images = [...(input.images ?? []), ...(input.video ?? [])];
     const session = new MergeSession(resolveModelMerge(input.merge ?? this.defaultMerge, this.config));
     let t = performance.now();

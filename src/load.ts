@@ -21,6 +21,7 @@ import {
 import { ParallelMlp, type ParallelPool } from '../layers/parallel.js';
 import { PackedGatedMlp, PackedLinear, PackedTwoLayerMlp, type PackedLinearOptions, type PackedRuntime } from '../layers/packed/index.js';
 import { headBlocks } from '../layers/linear.js';
+import { releaseUnpackedWeightsEnabled, reserveWasmHeap } from '../layers/wasm-memory.js';
 import { exactF16Words, type PackedFormat, type QuantizedFile } from '../weights/index.js';
 import { MemoryWeightSource, StreamedDecoderLayer, type Residency } from './streamed.js';
 import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
@@ -46,6 +47,8 @@ export interface LoadedModules {
 }
 
 const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
+
+const HEAP_ADVICE = "load it with weights 'streamed' or a packed weightFormat ('q8_0', 'q4_0', 'f16': outside the heap), or free the heap first (dispose other models)";
 
 /** Reads tensors by canonical name with their shapes checked against config.json. */
 class ParamReader {
@@ -88,7 +91,9 @@ class ParamReader {
   }
 
   vector(name: string, size: number, why: string): tf.Tensor1D {
-    return this.track(tf.tensor1d(this.read(name, [size], why)));
+    const data = this.read(name, [size], why);
+    reserveWasmHeap(4 * size, `loading '${name}'`, HEAP_ADVICE);
+    return this.track(tf.tensor1d(data));
   }
 
   /** A PyTorch Linear [out, in] (+ bias) as [in, out]. */
@@ -99,6 +104,8 @@ class ParamReader {
   /** Several Linears reading the same input, packed side by side into one [in, sum(out)]. */
   packedLinear(prefixes: string[], inF: number, outs: number[], bias: boolean, why: string): Linear {
     const { weight, bias: biasData } = this.packedHost(prefixes, inF, outs, bias, why);
+    // The weight, XNNPACK's packed copy of it (unless released after its first call) and the bias.
+    reserveWasmHeap(4 * (weight.length * (releaseUnpackedWeightsEnabled() ? 1 : 2) + (biasData?.length ?? 0)), `loading '${prefixes.join('+')}'`, HEAP_ADVICE);
     return this.track(Linear.fromHost(weight, inF, weight.length / inF, biasData));
   }
 

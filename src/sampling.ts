@@ -38,6 +38,9 @@ export class TokenSampler {
 
   next(logits: Float32Array): number {
     const { temperature = 0, topK = 0, topP = 1 } = this.options;
+    // NaN logits would pick token 0 (argmax) or garbage: an empty or wrong answer with no word.
+    const nan = logits.findIndex((v) => Number.isNaN(v));
+    if (nan >= 0) throw new Error(`the model produced NaN logits (first at token id ${nan}): its weights or activations overflowed float32; no answer is given`);
     if (temperature === 0) return argmax(logits);
     // Candidates sorted by logit, cut by top-k, then softmax (in float64) and the top-p cut.
     let order = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);

@@ -212,8 +212,8 @@ export class StreamedDecoderLayer {
   dispose(): void {}
 }
 
-/** Float32 bytes of the weights loadModules makes tensors of (decoder layers separately). */
-export function weightBytes(config: LlavaConfig): { decoderLayers: number; rest: number } {
+/** Float32 bytes of the weights loadModules makes tensors of (decoder layers separately; rest = vision + head). */
+export function weightBytes(config: LlavaConfig): { decoderLayers: number; rest: number; vision: number; head: number } {
   const v = config.vision;
   const t = config.text;
   const C = v.hiddenSize;
@@ -225,7 +225,8 @@ export function weightBytes(config: LlavaConfig): { decoderLayers: number; rest:
   const decoderLayer = D * (q + 2 * kv) + q * D + 3 * D * t.intermediateSize + 2 * D;
   const projector = C * D + D * D + 2 * D;
   const head = D * t.vocabSize; // the embedding table stays on the host (LlamaDecoder.embedTable)
-  return { decoderLayers: 4 * decoderLayer * t.numLayers, rest: 4 * (visionLayer * visionLayersRun(config) + patch + projector + head) };
+  const vision = 4 * (visionLayer * visionLayersRun(config) + patch + projector);
+  return { decoderLayers: 4 * decoderLayer * t.numLayers, rest: vision + 4 * head, vision, head: 4 * head };
 }
 
 /**

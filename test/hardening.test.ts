@@ -12,6 +12,7 @@ import { parseMergeOption } from '../src/merging.js';
 import { REPO_ROOT, TINY_LLAVA_DIR } from './helpers/fixture.js';
 import { gifWithFrame, greyPng, tiffHeader } from './helpers/images.js';
 import { tempDir } from './helpers/weights-files.js';
+import { rejects } from './helpers/assert.js';
 
 const CLI = join(REPO_ROOT, 'dist/src/cli.js');
 
@@ -24,17 +25,6 @@ function illava(args: string[], cwd = REPO_ROOT): { code: number | null; stdout:
 /** The `illava: ...` / error lines of stderr (the progress bar and stats are not errors). */
 function errorLines(stderr: string): string[] {
   return stderr.trim().split('\n').filter((l) => /^(illava:|error:|Error|\s+at )/.test(l));
-}
-
-async function rejects(p: Promise<unknown>, pattern: RegExp): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    const m = (e as Error).message;
-    expect(m).to.match(pattern);
-    return m;
-  }
-  throw new Error(`expected a rejection matching ${pattern}`);
 }
 
 const tmp = tempDir('illava-harden-');

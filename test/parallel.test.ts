@@ -11,6 +11,8 @@ import { randomUniform } from '../scripts/random-model.js';
 import { ParallelLinear, ParallelMlp, ParallelPool, splitPoint } from '../layers/parallel.js';
 import { LlavaModel, type PixelValues } from '../src/llava.js';
 import { expectedArray, REPO_ROOT, TINY_LLAVA_DIR } from './helpers/fixture.js';
+import { rejects } from './helpers/assert.js';
+import { workerTimeoutMs } from '../layers/worker-timeout.js';
 
 const randomUniformForTest = (n: number, seed: number) => randomUniform(n, 0.5, seed);
 
@@ -185,6 +187,43 @@ describe('parallel: LlavaModel with threads: 2', function () {
       one.dispose();
       two.dispose();
     }
+  });
+
+  it('a stalled worker fails the call in workerTimeoutMs with a message naming the knob, and later calls at once', async () => {
+    const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { threads: 2, weightFormat: 'f32', workerTimeoutMs: 400 });
+    try {
+      const input = { prompt: 'What is it?', images: [join(TINY_LLAVA_DIR, 'image.png')], maxNewTokens: 2 };
+      await model.generate(input);
+      // The worker blocks on a message it cannot finish within the timeout.
+      (model as unknown as { pool: { worker: { postMessage(m: unknown): void } } }).pool.worker.postMessage({ op: 'sleep', ms: 10000 });
+      const t0 = Date.now();
+      await rejects(model.generate(input), /^parallel worker did not answer in 400 ms \(terminated\): it stalled, or the machine is too busy; raise workerTimeoutMs \/ \$ILLAVA_WORKER_TIMEOUT_MS, or run with threads 1 \(--threads 1\)$/);
+      expect(Date.now() - t0).to.be.below(5000);
+      await rejects(model.generate(input), /parallel pool is not usable/);
+      // (The tensors of the interrupted forward pass are not freed: the model must be loaded again.)
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('workerTimeoutMs and $ILLAVA_WORKER_TIMEOUT_MS reach both kinds of worker, checked', async () => {
+    const model = await LlavaModel.fromPretrained(TINY_LLAVA_DIR, { threads: 2, weightFormat: 'q8_0', visionWeightFormat: 'f32', quantizedCache: false, workerTimeoutMs: 1234 });
+    try {
+      const m = model as unknown as { pool: { timeoutMs: number }; runtime: { pool: { timeoutMs: number } } };
+      expect([m.pool.timeoutMs, m.runtime.pool.timeoutMs]).to.deep.equal([1234, 1234]);
+    } finally {
+      model.dispose();
+    }
+    await rejects(LlavaModel.fromPretrained(TINY_LLAVA_DIR, { threads: 2, workerTimeoutMs: 0 }), /workerTimeoutMs must be an integer >= 1 \(ms\), got 0/);
+    process.env.ILLAVA_WORKER_TIMEOUT_MS = '2500';
+    try {
+      expect(workerTimeoutMs()).to.equal(2500);
+      process.env.ILLAVA_WORKER_TIMEOUT_MS = 'soon';
+      expect(() => workerTimeoutMs()).to.throw("ILLAVA_WORKER_TIMEOUT_MS must be an integer >= 1 (ms), got 'soon'");
+    } finally {
+      delete process.env.ILLAVA_WORKER_TIMEOUT_MS;
+    }
+    expect(workerTimeoutMs()).to.equal(60000);
   });
 
   it('rejects other thread counts', async () => {

@@ -3,6 +3,7 @@
 // `openWeights` also recognises a tfjs weights manifest (model.json) written by tfjs-format.ts.
 import { parseStrictJson } from './strict-json.js';
 import { checkRegularWeightFile } from './safetensors.js';
+import { checkInsideFolder } from './contained.js';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { canonicalNameMap, toCanonicalName } from './names.js';
@@ -111,6 +112,7 @@ export function openShardedSafetensors(dir: string, indexPath = join(dir, INDEX_
   if (missing.length > 0) {
     throw new Error(`${indexPath}: ${missing.length} of ${shardNames.length} shard files listed in weight_map are missing from ${dir}: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? `, ... (${missing.length - 5} more)` : ''}`);
   }
+  for (const f of shardNames) checkInsideFolder(dir, join(dir, f), `${indexPath}: shard '${f}'`);
   const files = new Map<string, SafetensorsFile>();
   try {
     for (const f of shardNames) files.set(f, SafetensorsFile.open(join(dir, f)));
@@ -144,13 +146,17 @@ export function openWeights(dir: string): WeightSource {
     if (dir.endsWith('.json')) return openTfjsWeights(dir);
     throw new Error(`${dir}: not a weights file (expected .safetensors, ${INDEX_FILE} or ${TFJS_MANIFEST})`);
   }
-  if (existsSync(join(dir, INDEX_FILE))) return openShardedSafetensors(dir);
-  if (existsSync(join(dir, SINGLE_FILE))) return openSafetensors(join(dir, SINGLE_FILE));
+  const inside = (f: string): string => {
+    checkInsideFolder(dir, join(dir, f), join(dir, f));
+    return join(dir, f);
+  };
+  if (existsSync(join(dir, INDEX_FILE))) return openShardedSafetensors(dir, inside(INDEX_FILE));
+  if (existsSync(join(dir, SINGLE_FILE))) return openSafetensors(inside(SINGLE_FILE));
   const candidates = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
-  if (candidates.length === 1) return openSafetensors(join(dir, candidates[0]));
+  if (candidates.length === 1) return openSafetensors(inside(candidates[0]));
   if (candidates.length > 1) {
     throw new Error(`${dir}: ${candidates.length} .safetensors files (${candidates.join(', ')}) but no ${INDEX_FILE} or ${SINGLE_FILE} saying which to use`);
   }
-  if (existsSync(join(dir, TFJS_MANIFEST))) return openTfjsWeights(join(dir, TFJS_MANIFEST));
+  if (existsSync(join(dir, TFJS_MANIFEST))) return openTfjsWeights(inside(TFJS_MANIFEST));
   throw new Error(`${dir}: no weights found: looked for ${INDEX_FILE}, ${SINGLE_FILE}, a single *.safetensors file and ${TFJS_MANIFEST} (tfjs weights manifest)`);
 }

@@ -4,7 +4,7 @@
 export type { RawTensor, StorageDtype, TensorInfo, WeightSource } from './types.js';
 export { openWeights, openSafetensors, openShardedSafetensors, SafetensorsSource, INDEX_FILE, SINGLE_FILE, TFJS_MANIFEST } from './hf-folder.js';
 export type { TensorLocation } from './hf-folder.js';
-export { asFloat16Source, missingTensorError, readChecked, readRaw } from './source.js';
+export { asFloat16Source, checkFinite, missingTensorError, readChecked, readRaw } from './source.js';
 export { CANONICAL_PREFIX, canonicalNameMap, toCanonicalName, toNewSchemeName } from './names.js';
 export { SafetensorsFile, parseSafetensorsHeader, MAX_HEADER_BYTES } from './safetensors.js';
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors.js';

@@ -24,7 +24,31 @@ export function readChecked(source: WeightSource, name: string, expectedShape: r
   if (!sameShape(info.shape, expectedShape)) {
     throw new Error(`${source.origin}: tensor '${name}' has shape ${shapeString(info.shape)} but ${why} implies ${shapeString(expectedShape)}`);
   }
-  return source.readFloat32(name);
+  return checkFinite(source.origin, name, source.readFloat32(name));
+}
+
+/**
+ * Returns `values` after checking every one is finite; throws naming the tensor, how many NaN and
+ * infinite values it holds and where the first is. A NaN weight makes every logit NaN (the
+ * answer silently comes out empty), an infinite one soon does: such a checkpoint is refused.
+ */
+export function checkFinite(origin: string, name: string, values: Float32Array): Float32Array {
+  let first = -1;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v - v !== 0) { // NaN and +-Infinity only
+      first = i;
+      break;
+    }
+  }
+  if (first < 0) return values;
+  let nan = 0;
+  let inf = 0;
+  for (let i = first; i < values.length; i++) {
+    if (Number.isNaN(values[i])) nan++;
+    else if (!Number.isFinite(values[i])) inf++;
+  }
+  throw new Error(`${origin}: tensor '${name}' holds ${nan} NaN and ${inf} infinite value(s) (the first at index ${first}): the checkpoint is corrupt, refused`);
 }
 
 /** The tensor's stored bytes and dtype: `source.readRaw` when present, else float32 bytes. */

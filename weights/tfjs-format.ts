@@ -13,6 +13,7 @@
 import type { io } from '@tensorflow/tfjs-core';
 import { parseStrictJson } from './strict-json.js';
 import { checkRegularWeightFile } from './safetensors.js';
+import { checkInsideFolder } from './contained.js';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { bytesToFloat32, f16BytesToFloat32, f32BytesToFloat32, float32ToBytesLE, float32ToF16Bits, uint16FromBytesLE, uint16ToBytesLE } from './dtype.js';
@@ -133,6 +134,7 @@ export class TfjsWeightsSource implements WeightSource {
       }
       const path = join(dir, p as string);
       if (!existsSync(path)) { missing.push(p as string); continue; }
+      checkInsideFolder(dir, path, `${this.origin}: ${where}.paths: '${p as string}'`);
       const size = statSync(path).size;
       shards.push({ path, start, size });
       start += size;

@@ -11,9 +11,10 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 import { kernelModule, type KernelExports } from './kernel.js';
 import type { WeightArena } from './arena.js';
 import { EXIT, MAX_ARGS, OP, SEQ, SLOT, STATUS, ctrlWords, slotBase, type KernelOp } from './pool-protocol.js';
+import { stalledMessage, workerTimeoutMs } from '../worker-timeout.js';
 
 export interface KernelPoolOptions {
-  /** Longest wait for a worker's share of one call, ms (default 120000). */
+  /** Longest wait for a worker's share of one call, ms (default: $ILLAVA_WORKER_TIMEOUT_MS, else 60000; layers/worker-timeout.ts). */
   timeoutMs?: number;
 }
 
@@ -28,7 +29,7 @@ export class KernelPool {
   /** @param threads threads that compute (this one included), 1..16 */
   constructor(readonly arena: WeightArena, readonly threads: number, options: KernelPoolOptions = {}) {
     if (!Number.isInteger(threads) || threads < 1 || threads > 16) throw new Error(`threads must be an integer from 1 to 16, got ${String(threads)}`);
-    this.timeoutMs = options.timeoutMs ?? 120_000;
+    this.timeoutMs = workerTimeoutMs(options.timeoutMs);
     this.ctrl = new Int32Array(new SharedArrayBuffer(4 * ctrlWords(threads - 1)));
     const module = kernelModule();
     for (let w = 0; w < threads - 1; w++) {
@@ -108,7 +109,7 @@ export class KernelPool {
         if (left <= 0) {
           this.markDead(`kernel worker ${w} did not answer in ${this.timeoutMs} ms`);
           void this.workers[w].terminate();
-          return `kernel worker ${w} did not answer in ${this.timeoutMs} ms (terminated)`;
+          return stalledMessage(`kernel worker ${w}`, this.timeoutMs);
         }
         Atomics.wait(this.ctrl, base + SLOT.done, done, left);
       }

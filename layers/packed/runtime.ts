@@ -1,6 +1,6 @@
 // What packed layers share: the arena holding their bytes and the threads that run their kernels.
 import { WeightArena } from './arena.js';
-import { KernelPool } from './pool.js';
+import { KernelPool, type KernelPoolOptions } from './pool.js';
 
 export class PackedRuntime {
   readonly arena: WeightArena;
@@ -10,10 +10,11 @@ export class PackedRuntime {
    * @param threads threads that run the kernels, this one included (1: no workers)
    * @param ioBytes per-memory region for one call's activations and results (arena.ts)
    * @param memoryLimit largest arena memory (arena.ts; tests make it small)
+   * @param poolOptions the kernel threads' options (timeoutMs)
    */
-  constructor(threads = 1, ioBytes?: number, memoryLimit?: number) {
+  constructor(threads = 1, ioBytes?: number, memoryLimit?: number, poolOptions: KernelPoolOptions = {}) {
     this.arena = new WeightArena(ioBytes, memoryLimit);
-    this.pool = new KernelPool(this.arena, threads);
+    this.pool = new KernelPool(this.arena, threads, poolOptions);
   }
 
   #openScratch = 0;
