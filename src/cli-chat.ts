@@ -44,6 +44,7 @@ export interface ChatReplOptions {
   quiet?: boolean;
   maxNewTokens: number;
   temperature: number;
+  topK: number;
   topP: number;
   seed: number;
 }
@@ -98,6 +99,7 @@ export async function runChatRepl(model: LlavaModel, opts: ChatReplOptions): Pro
       const out = await model.chat([...messages, user], {
         maxNewTokens: opts.maxNewTokens,
         temperature: opts.temperature,
+        topK: opts.topK,
         topP: opts.topP,
         seed: opts.seed,
         onToken: (text) => process.stdout.write(text),

@@ -182,11 +182,6 @@ program
   .option('--prompt-file <file>', 'read the prompt from a file')
   .option('--raw', 'use the prompt as it is, without the LLaVA-1.5 chat template')
   .option('--text-only', 'no image (otherwise, without --image/--video, the model folder\'s sample.png is used when it has one)')
-  .option('--max-new-tokens <n>', 'tokens to generate', number('max-new-tokens', true, 0), 64)
-  .option('--temperature <t>', '0 = greedy', number('temperature', false, 0), 0)
-  .option('--top-k <k>', 'sample among the k most likely tokens', number('top-k', true, 0), 0)
-  .option('--top-p <p>', 'nucleus sampling', number('top-p', false, 0, 1), 1)
-  .option('--seed <n>', 'random seed for sampling', number('seed', true), 0)
   .option('--stop <text>', 'stop string (repeatable)', collect, [])
   .option('--merge <preset|json|file>', 'token merging: none, illava, tome, fastv (a preset name is always the preset), inline JSON, or a JSON file (@file, or a path that is not a preset name)', 'none')
   .option('--no-cache', 'recompute the whole sequence at every step (slow; for checks)')
@@ -314,21 +309,13 @@ program
   .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
   .option('--image <file>', 'image attached to the first message (repeatable)', collect, [])
   .option('--system <text>', 'system message')
-  .option('--max-new-tokens <n>', 'tokens to generate per answer', number('max-new-tokens', true, 0), 64)
-  .option('--temperature <t>', '0 = greedy', number('temperature', false, 0), 0)
-  .option('--top-p <p>', 'nucleus sampling', number('top-p', false, 0, 1), 1)
-  .option('--seed <n>', 'random seed for sampling', number('seed', true), 0)
   .option('--merge <preset|json|file>', 'token merging (as for generate)', 'none')
-  .addOption(backendOption())
-  .addOption(threadsOption())
-  .addOption(weightsOption())
-  .addOption(maxImagePixelsOption())
   .action(async (opts) => {
     const merge = parseMergeOption(opts.merge);
     await checkImages(opts, opts.image);
     const model = await load(opts, merge);
     try {
-      await runChatRepl(model, { images: opts.image, system: opts.system, quiet: opts.quiet, maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topP: opts.topP, seed: opts.seed });
+      await runChatRepl(model, { images: opts.image, system: opts.system, quiet: opts.quiet, maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed });
     } finally {
       model.dispose();
     }
@@ -349,18 +336,25 @@ program
   .option('--max-image-bytes <bytes>', 'largest image (decoded data: URL)', number('max-image-bytes', true, 1), 16 * 1024 * 1024)
   .option('--max-images <n>', 'most images per request', number('max-images', true, 0), 8)
   .option('--allow-local-images', 'accept local file paths and file: URLs as image URLs (off: data: URLs only)')
-  .addOption(backendOption())
-  .addOption(threadsOption())
-  .addOption(weightsOption())
-  .addOption(maxImagePixelsOption())
   .action(async (opts) => {
     const merge = parseMergeOption(opts.merge);
     const model = await load(opts, merge);
     await serveCommand(model, { ...opts, apiKey: opts.apiKey ?? process.env.ILLAVA_API_KEY });
   });
 
+/** The sampling options of generate and chat. */
+const samplingOptions = (c: Command): Command =>
+  c
+    .option('--max-new-tokens <n>', 'tokens to generate (per answer)', number('max-new-tokens', true, 0), 64)
+    .option('--temperature <t>', '0 = greedy', number('temperature', false, 0), 0)
+    .option('--top-k <k>', 'sample among the k most likely tokens', number('top-k', true, 0), 0)
+    .option('--top-p <p>', 'nucleus sampling', number('top-p', false, 0, 1), 1)
+    .option('--seed <n>', 'random seed for sampling', number('seed', true), 0);
+
 // Weight formats for every command that loads a model; --quiet for all of them, --json where it applies.
 for (const command of program.commands) {
+  if (['generate', 'chat'].includes(command.name())) samplingOptions(command);
+  if (['chat', 'serve'].includes(command.name())) command.addOption(backendOption()).addOption(threadsOption()).addOption(weightsOption()).addOption(maxImagePixelsOption());
   if (['generate', 'info', 'visualize', 'chat', 'serve'].includes(command.name())) {
     formatOptions(command);
     command.option('-q, --quiet', 'no progress bar, stage counts or timings on stderr (errors and warnings still)');

@@ -256,6 +256,7 @@ export async function startServer(model: LlavaModel, options: ServerOptions = {}
     res.on('close', () => {
       if (!res.writableFinished) controller.abort(new Error('client disconnected'));
     });
+    if (request.raw.socket.destroyed) controller.abort(new Error('client disconnected')); // while its input was checked
     const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`;
     const stamp = Math.floor(Date.now() / 1000);
     const chunk = (delta: Record<string, unknown>, finish: string | null = null) => ({ id, object: 'chat.completion.chunk', created: stamp, model: modelId, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] });
@@ -325,8 +326,7 @@ export async function startServer(model: LlavaModel, options: ServerOptions = {}
       if (out.text.length > sent) send(chunk({ content: out.text.slice(sent) }));
       send(chunk({}, out.finishReason));
       if (body.stream_options?.include_usage) send({ id, object: 'chat.completion.chunk', created: stamp, model: modelId, choices: [], usage: usage(out) });
-      res.end('data: [DONE]\n\n');
-      log(`POST /v1/chat/completions 200 ${(performance.now() - queuedAt).toFixed(0)} ms ${summary(out)}`);
+      res.end('data: [DONE]\n\n'); // the onResponse hook logs it
       return reply;
     } catch (e) {
       if (controller.signal.aborted) {
@@ -336,10 +336,10 @@ export async function startServer(model: LlavaModel, options: ServerOptions = {}
         return reply;
       }
       if (!streaming) throw e;
-      const api = toApiError(e);
+      const api = toApiError(e, bodyLimit);
+      notes.set(request, `error in stream: ${api.status} ${api.message}`);
       send(errorBody(api));
       res.end('data: [DONE]\n\n');
-      log(`POST /v1/chat/completions ${api.status} (in stream) ${api.message}`);
       return reply;
     } finally {
       running.delete(controller);
