@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// illava command line: generate (streams the answer), info. Errors are one line on stderr, exit 1.
+// illava command line: generate (streams the answer), chat (interactive), serve (OpenAI-compatible
+// server), info, visualize. Errors are one line on stderr, exit 1.
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -13,6 +14,8 @@ import type { LoadProgress } from './load.js';
 import { makeDirs, readRegularFileSync, utf8Text } from './files.js';
 import { DEFAULT_MAX_IMAGE_PIXELS, probeImage } from './image.js';
 import { ImageProcessor } from './preprocess.js';
+import { generateJson, infoJson, runChatRepl } from './cli-chat.js';
+import { serveCommand } from './cli-serve.js';
 
 // Writing to a closed pipe (`illava generate | head -c 10`) ends quietly, as other CLI tools do.
 for (const stream of [process.stdout, process.stderr]) {
@@ -101,9 +104,9 @@ async function checkImages(flags: ModelFlags, images: string[]): Promise<void> {
   for (const image of images) await probeImage(image, { maxImagePixels: limit, checkSize: (w, h) => processor.checkSize(w, h, limit) });
 }
 
-async function load(flags: ModelFlags, merge?: MergeOption): Promise<LlavaModel> {
+async function load(flags: ModelFlags & { quiet?: boolean }, merge?: MergeOption): Promise<LlavaModel> {
   const dir = modelDir(flags);
-  const bar = progressBar();
+  const bar = flags.quiet ? { onProgress: undefined, stop: () => {} } : progressBar();
   try {
     return await LlavaModel.fromPretrained(dir, {
       backend: flags.backend,
@@ -163,6 +166,7 @@ function readPrompt(prompt: string | undefined, promptFile: string | undefined, 
 const program = new Command();
 program
   .name('illava')
+  .version((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version, '-V, --version', 'print the version')
   .description('LLaVA vision-language models on TensorFlow.js with iLLaVA token merging')
   // Argument errors: one line naming the option and what is allowed (no help dump); --help still prints help.
   .configureOutput({ outputError: (str, write) => write(`illava: ${str.replace(/^error: /, '').trim()}\n`) })
@@ -178,11 +182,6 @@ program
   .option('--prompt-file <file>', 'read the prompt from a file')
   .option('--raw', 'use the prompt as it is, without the LLaVA-1.5 chat template')
   .option('--text-only', 'no image (otherwise, without --image/--video, the model folder\'s sample.png is used when it has one)')
-  .option('--max-new-tokens <n>', 'tokens to generate', number('max-new-tokens', true, 0), 64)
-  .option('--temperature <t>', '0 = greedy', number('temperature', false, 0), 0)
-  .option('--top-k <k>', 'sample among the k most likely tokens', number('top-k', true, 0), 0)
-  .option('--top-p <p>', 'nucleus sampling', number('top-p', false, 0, 1), 1)
-  .option('--seed <n>', 'random seed for sampling', number('seed', true), 0)
   .option('--stop <text>', 'stop string (repeatable)', collect, [])
   .option('--merge <preset|json|file>', 'token merging: none, illava, tome, fastv (a preset name is always the preset), inline JSON, or a JSON file (@file, or a path that is not a preset name)', 'none')
   .option('--no-cache', 'recompute the whole sequence at every step (slow; for checks)')
@@ -201,7 +200,7 @@ program
     await checkImages(opts, [...images, ...(opts.video ?? [])]);
     const model = await load(opts, merge);
     const f = model.layout.formats;
-    process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason}); weights ${model.residency.residency}; ${model.threads} thread(s); formats ${f.decoder} decoder, ${f.vision} vision (${f.reason})\n`);
+    if (!opts.quiet) process.stderr.write(`backend: ${model.backend.name} (${model.backend.reason}); weights ${model.residency.residency}; ${model.threads} thread(s); formats ${f.decoder} decoder, ${f.vision} vision (${f.reason})\n`);
     model.layout.warnings.forEach((w) => process.stderr.write(`illava: warning: ${w}\n`));
     const unkId = model.tokenizer.unkId;
     if (unkId !== undefined) {
@@ -220,16 +219,16 @@ program
       seed: opts.seed,
       stop: opts.stop,
       useCache: opts.cache,
-      onToken: (text) => process.stdout.write(text),
+      onToken: opts.json ? undefined : (text) => process.stdout.write(text),
     });
-    process.stdout.write('\n');
+    process.stdout.write(opts.json ? `${JSON.stringify(generateJson(model, out))}\n` : '\n');
     const t = out.timings;
     const lines = [
       `tokens: prompt ${out.promptIds.length} ids -> ${out.sequenceLength.input} with images -> ${out.sequenceLength.afterMerge} after language-stage merging; generated ${out.tokenIds.length} (${out.finishReason})`,
       ...out.merges.map((m, i) => `image ${i + 1}: ${[`${m.patches} patches`, ...m.vision.map((c) => `vision layer ${c.layer}: ${c.tokens}`), ...m.language.map((c) => `llm layer ${c.layer}: ${c.tokens}`)].join(' -> ')}`),
       `time: preprocess ${t.preprocessMs.toFixed(0)} ms, vision ${t.visionMs.toFixed(0)} ms, prefill ${t.prefillMs.toFixed(0)} ms, first token ${t.firstTokenMs.toFixed(0)} ms, decode ${out.tokenIds.length > 1 ? `${t.decodeTokensPerSecond.toFixed(1)} tokens/s` : 'n/a (under 2 tokens)'}, total ${t.totalMs.toFixed(0)} ms`,
     ];
-    process.stderr.write(lines.join('\n') + '\n');
+    if (!opts.quiet) process.stderr.write(lines.join('\n') + '\n');
     model.dispose();
   });
 
@@ -254,7 +253,8 @@ program
       ['execution', `weights ${model.residency.residency} (${model.residency.reason}), ${model.threads} thread(s)`],
       ['formats', `decoder ${model.layout.formats.decoder}, vision ${model.layout.formats.vision} (${model.layout.formats.reason}); ${(model.layout.packedBytes / 1e9).toFixed(3)} GB packed${model.layout.cacheRead.length ? `, read from ${model.layout.cacheRead.join(', ')}` : ''}${model.layout.cacheWritten.length ? `, cached to ${model.layout.cacheWritten.join(', ')}` : ''}`],
     ];
-    for (const [k, v] of rows) process.stdout.write(`${k.padEnd(13)} ${v}\n`);
+    if (opts.json) process.stdout.write(`${JSON.stringify(infoJson(model))}\n`);
+    else for (const [k, v] of rows) process.stdout.write(`${k.padEnd(13)} ${v}\n`);
     model.dispose();
   });
 
@@ -303,8 +303,64 @@ program
     }
   });
 
-// Weight formats for every command that loads a model.
-for (const command of program.commands) if (['generate', 'info', 'visualize'].includes(command.name())) formatOptions(command);
+program
+  .command('chat')
+  .description('interactive multi-turn chat on stdin: each line is a message; /image PATH attaches an image to the next one, /reset, /exit')
+  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--image <file>', 'image attached to the first message (repeatable)', collect, [])
+  .option('--system <text>', 'system message')
+  .option('--merge <preset|json|file>', 'token merging (as for generate)', 'none')
+  .action(async (opts) => {
+    const merge = parseMergeOption(opts.merge);
+    await checkImages(opts, opts.image);
+    const model = await load(opts, merge);
+    try {
+      await runChatRepl(model, { images: opts.image, system: opts.system, quiet: opts.quiet, maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed });
+    } finally {
+      model.dispose();
+    }
+  });
+
+program
+  .command('serve')
+  .description('OpenAI-compatible HTTP server: POST /v1/chat/completions (streaming too), GET /v1/models, GET /health')
+  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--host <address>', 'address to bind (default: loopback only)', '127.0.0.1')
+  .option('--port <n>', 'port (0: any free port)', number('port', true, 0, 65535), 8080)
+  .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (default: $ILLAVA_API_KEY, else none)')
+  .option('--model-id <id>', 'the model id clients send (default: the model folder\'s name)')
+  .option('--merge <preset|json|file>', 'default token merging (a request\'s "illava": { "merge": ... } overrides it)', 'none')
+  .option('--max-queue <n>', 'requests waiting behind the running one before 503', number('max-queue', true, 0), 8)
+  .option('--max-tokens <n>', 'max_tokens when a request gives none', number('max-tokens', true, 0), 64)
+  .option('--body-limit <bytes>', 'largest request body', number('body-limit', true, 1), 32 * 1024 * 1024)
+  .option('--max-image-bytes <bytes>', 'largest image (decoded data: URL)', number('max-image-bytes', true, 1), 16 * 1024 * 1024)
+  .option('--max-images <n>', 'most images per request', number('max-images', true, 0), 8)
+  .option('--allow-local-images', 'accept local file paths and file: URLs as image URLs (off: data: URLs only)')
+  .action(async (opts) => {
+    const merge = parseMergeOption(opts.merge);
+    const model = await load(opts, merge);
+    await serveCommand(model, { ...opts, apiKey: opts.apiKey ?? process.env.ILLAVA_API_KEY });
+  });
+
+/** The sampling options of generate and chat. */
+const samplingOptions = (c: Command): Command =>
+  c
+    .option('--max-new-tokens <n>', 'tokens to generate (per answer)', number('max-new-tokens', true, 0), 64)
+    .option('--temperature <t>', '0 = greedy', number('temperature', false, 0), 0)
+    .option('--top-k <k>', 'sample among the k most likely tokens', number('top-k', true, 0), 0)
+    .option('--top-p <p>', 'nucleus sampling', number('top-p', false, 0, 1), 1)
+    .option('--seed <n>', 'random seed for sampling', number('seed', true), 0);
+
+// Weight formats for every command that loads a model; --quiet for all of them, --json where it applies.
+for (const command of program.commands) {
+  if (['generate', 'chat'].includes(command.name())) samplingOptions(command);
+  if (['chat', 'serve'].includes(command.name())) command.addOption(backendOption()).addOption(threadsOption()).addOption(weightsOption()).addOption(maxImagePixelsOption());
+  if (['generate', 'info', 'visualize', 'chat', 'serve'].includes(command.name())) {
+    formatOptions(command);
+    command.option('-q, --quiet', 'no progress bar, stage counts or timings on stderr (errors and warnings still)');
+  }
+  if (['generate', 'info'].includes(command.name())) command.option('--json', 'print one JSON object on stdout (text, token ids, timings, merge counts)');
+}
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(0);

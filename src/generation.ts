@@ -25,6 +25,8 @@ export interface DecodeOptions {
   onToken?: (text: string, tokenId: number) => void;
   useCache?: boolean;
   returnLogits?: boolean;
+  /** Aborts between tokens (the call rejects with the signal's reason); with a signal each step yields to the event loop first. */
+  signal?: AbortSignal;
 }
 
 export interface Decoded {
@@ -46,7 +48,7 @@ export interface Decoded {
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-export function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokenizer, prompt: PreparedPrompt, sampler: TokenSampler, options: DecodeOptions): Decoded {
+export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokenizer, prompt: PreparedPrompt, sampler: TokenSampler, options: DecodeOptions): Promise<Decoded> {
   const stopIds = new Set(options.stopIds ?? (tokenizer.eosId !== undefined ? [tokenizer.eosId] : []));
   const stops = (options.stop ?? []).filter((s) => s.length > 0);
   const useCache = options.useCache ?? true;
@@ -64,6 +66,11 @@ export function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokenizer, p
     out.kvCacheBytes = cache.bytes;
     out.prefillMs = performance.now() - t0;
     for (let step = 0; step < options.maxNewTokens; step++) {
+      if (options.signal) {
+        // Let the event loop run (a server sees a client leave, answers other requests) and stop if asked.
+        await new Promise((resolve) => setImmediate(resolve));
+        options.signal.throwIfAborted();
+      }
       const id = sampler.next(logits);
       if (options.returnLogits) out.logits.push(logits);
       if (step === 0) out.firstTokenAt = performance.now();

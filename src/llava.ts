@@ -28,6 +28,8 @@ import { PackedRuntime } from '../layers/packed/index.js';
 import type { QuantizedFile, PackedFormat } from '../weights/index.js';
 import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
 import { MergeSession, resolveModelMerge, type ImageMergeReport, type MergeOption } from './merging.js';
+import { readChatTemplate, type ChatTemplate } from './chat-template.js';
+import { chat, type ChatMessage, type ChatOptions, type ChatOutput } from './conversation.js';
 
 /** Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing preprocessing. */
 export interface PixelValues {
@@ -49,6 +51,8 @@ export interface PromptInput {
   template?: 'llava' | 'raw';
   /** Token merging for this call (overrides the model's default). */
   merge?: MergeOption;
+  /** false: leave out the tokenizer's special tokens (BOS), for a raw prompt that already holds them (a chat template's output). Default true. */
+  addSpecialTokens?: boolean;
 }
 
 export interface GenerateOptions extends PromptInput, SamplingOptions {
@@ -64,6 +68,8 @@ export interface GenerateOptions extends PromptInput, SamplingOptions {
   useCache?: boolean;
   /** Also return the logits [vocab] that chose each generated token. */
   returnLogits?: boolean;
+  /** Cancels the call between tokens (it rejects with the signal's reason); see src/server.ts. */
+  signal?: AbortSignal;
 }
 
 export interface StageTimings {
@@ -172,6 +178,8 @@ export interface WeightLayout {
 export class LlavaModel {
   /** LoadOptions.maxImagePixels. */
   maxImagePixels = DEFAULT_MAX_IMAGE_PIXELS;
+  /** The folder's chat template (chat_template.jinja / chat_template.json / tokenizer_config.json); chat() falls back to LLaVA-1.5's. */
+  chatTemplate: ChatTemplate | undefined;
   private disposed = false;
 
   private constructor(
@@ -203,9 +211,12 @@ export class LlavaModel {
     const config = readLlavaConfig(dir);
     const tokenizer = await LlavaTokenizer.fromDir(dir);
     const imageProcessor = await ImageProcessor.fromFile(dir);
+    const chatTemplate = readChatTemplate(dir);
     const source = openWeights(dir);
     try {
-      return await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor, fingerprint: weightFingerprint(dir) }, options);
+      const model = await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor, fingerprint: weightFingerprint(dir) }, options);
+      model.chatTemplate = chatTemplate;
+      return model;
     } finally {
       source.close();
     }
@@ -334,14 +345,14 @@ export class LlavaModel {
     }
     const images = (input.images?.length ?? 0) + (input.video?.length ?? 0);
     const text = input.template === 'raw' ? input.prompt : buildLlavaPrompt(input.prompt, images);
-    const ids = this.tokenizer.encode(text);
+    const ids = this.tokenizer.encode(text, { addBos: input.addSpecialTokens ?? true });
     const found = ids.filter((id) => id === this.config.imageTokenIndex).length;
     if (found !== images) throw new Error(`the prompt has ${found} <image> placeholder(s) but ${images} image(s) were given`);
     return ids;
   }
 
   /** Throws when the prompt (images expanded) plus `newTokens` exceeds max_position_embeddings; returns the prompt's length in tokens. */
-  private checkContext(ids: number[], newTokens: number): number {
+  checkContext(ids: number[], newTokens: number): number {
     const perImage = patchesPerImage(this.config) + (this.config.visionFeatureSelectStrategy === 'full' ? 1 : 0);
     const images = ids.filter((id) => id === this.config.imageTokenIndex).length;
     const promptTokens = ids.length - images + images * perImage;
@@ -417,9 +428,10 @@ export class LlavaModel {
     if (typeof options !== 'object' || options === null) throw new Error('generate expects an options object { prompt, images?, ... }');
     const maxNewTokens = options.maxNewTokens ?? 64;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer >= 0, got ${String(maxNewTokens)}`);
+    options.signal?.throwIfAborted();
     const sampler = new TokenSampler(options);
     const prepared = await this.prepare(options, maxNewTokens);
-    const decoded = decodeTokens(this.decoder, this.tokenizer, prepared, sampler, { ...options, maxNewTokens });
+    const decoded = await decodeTokens(this.decoder, this.tokenizer, prepared, sampler, { ...options, maxNewTokens });
     const end = performance.now();
     const { prefillMs, decodeMs } = decoded;
     return {
@@ -441,6 +453,15 @@ export class LlavaModel {
       kvCacheBytes: decoded.kvCacheBytes,
       logits: options.returnLogits ? decoded.logits : undefined,
     };
+  }
+
+  /**
+   * A conversation of OpenAI-style messages (text and `image_url` parts: data: URLs or local paths)
+   * rendered with the model's chat template, then generate() (src/conversation.ts).
+   */
+  async chat(messages: ChatMessage[], options: ChatOptions = {}): Promise<ChatOutput> {
+    this.checkAlive('chat');
+    return chat(this, messages, options);
   }
 
   /** Parameter count of the loaded modules (what runs: blocks past the vision feature layer are not loaded). */
