@@ -1,7 +1,7 @@
 // One fuzz case: runs the illava CLI in this process and reports, on exit, its peak RSS and every
 // file it opened outside the allowed folders (read by scripts/fuzz.ts).
 //   FUZZ_ALLOW=<folder>:<folder>... node dist/scripts/fuzz-child.js <illava arguments...>
-// The folders are the case's model folder and the project's code (dist, node_modules); an opened
+// The folders are the case's model folder and the project's code (dist, node_modules, package.json); an opened
 // path is judged after its symbolic links are resolved, so a link out of the model folder counts.
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';

@@ -311,7 +311,8 @@ function makeCase(rng: Rng, dir: string, templates: Templates): Case {
 
 export function runCase(c: Case, timeoutMs: number, memoryMb: number): CaseResult {
   const t = performance.now();
-  const allow = [c.dir, join(ROOT, 'dist'), join(ROOT, 'node_modules')].join(':');
+  // the project's package.json too: the CLI reads its version there
+  const allow = [c.dir, join(ROOT, 'dist'), join(ROOT, 'node_modules'), join(ROOT, 'package.json')].join(':');
   const r = spawnSync(process.execPath, [CHILD, ...c.args], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, FUZZ_ALLOW: allow } });
   const ms = performance.now() - t;
   const rss = /FUZZ_MAXRSS_KB=(\d+)/.exec(r.stderr ?? '');
