@@ -53,6 +53,11 @@ export class ClipAttention {
     return { out, probs, keys };
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.qkv.parameterCount() + this.outProj.parameterCount();
+  }
+
   dispose(): void {
     this.qkv.dispose();
     this.outProj.dispose();

@@ -249,7 +249,7 @@ export function splitPoint(total: number, quantum = 64): number {
 /** y = x W + b with output columns [0, h) on the main thread and [h, out) in the worker. */
 export class ParallelLinear {
   readonly #pool: ParallelPool;
-  /** Weights and biases held in the worker (counted by LlavaModel.parameterCount). */
+  /** Weights and biases held in the worker (counted by parameterCount). */
   offHeapParameters = 0;
 
   private constructor(
@@ -293,6 +293,11 @@ export class ParallelLinear {
     return y;
   }
 
+  /** Values of the weights: the local half, and the half the worker holds. */
+  parameterCount(): number {
+    return this.local.parameterCount() + this.offHeapParameters;
+  }
+
   dispose(): void {
     this.local.dispose();
     this.#pool.release(this.remoteId);
@@ -302,7 +307,7 @@ export class ParallelLinear {
 /** CLIP's TwoLayerMlp or LLaMA's GatedMlp with the intermediate width split between the two sides. */
 export class ParallelMlp {
   readonly #pool: ParallelPool;
-  /** Weights and biases held in the worker (counted by LlavaModel.parameterCount). */
+  /** Weights and biases held in the worker (counted by parameterCount). */
   offHeapParameters = 0;
 
   private constructor(
@@ -380,6 +385,11 @@ export class ParallelMlp {
     mine.dispose();
     theirs.dispose();
     return y;
+  }
+
+  /** Values of the weights: the local half, and the half the worker holds. */
+  parameterCount(): number {
+    return this.local.parameterCount() + this.offHeapParameters;
   }
 
   dispose(): void {

@@ -8,7 +8,7 @@ import { KVCache } from '../layers/index.js';
 import { openWeights, type WeightSource } from '../weights/index.js';
 import { selectBackend, type BackendChoice, type BackendName } from './backend.js';
 import { buildLlavaPrompt } from './chat.js';
-import { patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js';
+import { modelShape, patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js';
 import { DEFAULT_MAX_IMAGE_PIXELS, loadImage, type RgbImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
 import { checkConfigAgainstWeights } from './config-check.js';
@@ -18,14 +18,14 @@ import { chooseResidency, type Residency, type ResidencyOption } from './streame
 import { ImageProcessor } from './preprocess.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
 import { LlavaTokenizer } from './tokenizer.js';
-import { decodeTokens, type PreparedPrompt } from './generation.js';
+import { decodeTokens, range, type PreparedPrompt } from './generation.js';
 import type { VisionTower } from './vision.js';
 import type { Projector } from './projector.js';
 import type { LlamaDecoder } from './decoder.js';
 import { PackedRuntime } from '../layers/packed/index.js';
 import type { QuantizedFile, PackedFormat } from '../weights/index.js';
 import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
-import { MergeSession, resolveModelMerge, type ImageMergeReport, type MergeOption } from './merging.js';
+import { MergeSession, resolveMergeConfig, type MergeConfig, type MergeOption, type MergeReport } from '../merge/index.js';
 
 /** Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing preprocessing. */
 export interface PixelValues {
@@ -88,7 +88,7 @@ export interface GenerateOutput {
   sequenceLength: { input: number; afterMerge: number };
   finishReason: 'stop' | 'length';
   /** Per image: token counts after every merge step and (when tracked) the patch -> token map. */
-  merges: ImageMergeReport[];
+  merges: MergeReport[];
   timings: StageTimings;
   /** Bytes held by the KV cache after the prefill. */
   kvCacheBytes: number;
@@ -175,7 +175,8 @@ export class LlavaModel {
     readonly projector: Projector,
     readonly decoder: LlamaDecoder,
     readonly backend: BackendChoice,
-    readonly defaultMerge: MergeOption,
+    /** LoadOptions.merge, resolved for this model at load (used when a call gives no merge). */
+    readonly defaultMerge: MergeConfig,
     private readonly dtypes: string[],
     private readonly pool?: ParallelPool,
     /** Where the decoder layers' weights live, and why (LoadOptions.weights). */
@@ -214,7 +215,7 @@ export class LlavaModel {
     if (tokenizer.imageTokenId !== config.imageTokenIndex) {
       throw new Error(`${parts.name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
     }
-    resolveModelMerge(options.merge ?? 'none', config); // validate now, not at the first call
+    const defaultMerge = resolveMergeConfig(options.merge ?? 'none', modelShape(config)); // validated now, not at the first call
     const maxImagePixels = options.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
     if (!Number.isSafeInteger(maxImagePixels) || maxImagePixels < 1) throw new Error(`maxImagePixels must be a positive integer, got ${String(options.maxImagePixels)}`);
     const outSize = imageProcessor.fixedOutputSize();
@@ -266,7 +267,7 @@ export class LlavaModel {
       layout.cacheWritten = written;
       layout.warnings = warnings;
     }
-    const model = new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency, runtime, layout);
+    const model = new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, defaultMerge, dtypes, pool, residency, runtime, layout);
     model.maxImagePixels = maxImagePixels;
     return model;
   }
@@ -298,9 +299,8 @@ export class LlavaModel {
   /** Image -> projected features [N', D] (after vision-stage merging, if any). */
   imageFeatures(pixels: PixelValues, session?: MergeSession): tf.Tensor2D {
     const input = tf.tensor3d(pixels.pixelValues, [3, pixels.height, pixels.width]);
-    const { features, mergeState } = this.vision.forward(input, session?.merger);
+    const features = this.vision.forward(input, session?.visionHook(this.vision.tokens, true, this.vision.numHeads));
     input.dispose();
-    session?.recordVision(mergeState);
     const projected = this.projector.apply(features);
     features.dispose();
     return projected;
@@ -309,7 +309,7 @@ export class LlavaModel {
   /** Vision features [N, Cv] before the projector, unmerged (for checks). */
   visionFeatures(pixels: PixelValues): tf.Tensor2D {
     const input = tf.tensor3d(pixels.pixelValues, [3, pixels.height, pixels.width]);
-    const { features } = this.vision.forward(input);
+    const features = this.vision.forward(input);
     input.dispose();
     return features;
   }
@@ -349,7 +349,7 @@ export class LlavaModel {
     const ids = this.promptIds(input);
     this.checkContext(ids, newTokens);
     const images = [...(input.images ?? []), ...(input.video ?? [])];
-    const session = new MergeSession(resolveModelMerge(input.merge ?? this.defaultMerge, this.config));
+    const session = new MergeSession(input.merge === undefined ? this.defaultMerge : resolveMergeConfig(input.merge, modelShape(this.config)));
     let t = performance.now();
     const pixels: PixelValues[] = [];
     for (const image of images) pixels.push(await this.pixelValues(image));
@@ -393,7 +393,7 @@ export class LlavaModel {
     const cache = new KVCache(this.decoder.layers.length);
     try {
       const positions = prepared.embeddings.shape[0];
-      const hook = prepared.session.prefillHook(prepared.spans, positions - 1);
+      const hook = prepared.session.sequenceHook(prepared.spans, positions - 1);
       return this.decoder.forward(prepared.embeddings, range(positions), cache, hook).logits;
     } finally {
       cache.dispose();
@@ -434,22 +434,7 @@ export class LlavaModel {
 
   /** Parameter count of the loaded modules (what runs: blocks past the vision feature layer are not loaded). */
   parameterCount(): number {
-    let total = this.decoder.embedTable.length;
-    const count = (o: unknown, seen: Set<unknown>): void => {
-      if (o === null || typeof o !== 'object' || seen.has(o)) return;
-      seen.add(o);
-      if (o instanceof tf.Tensor) {
-        total += o.size;
-        return;
-      }
-      if (ArrayBuffer.isView(o)) return;
-      // Weights held off this thread's tensor heap (worker halves, streamed layers' host bytes).
-      const off = (o as { offHeapParameters?: unknown }).offHeapParameters;
-      if (typeof off === 'number') total += off;
-      for (const value of Object.values(o)) count(value, seen);
-    };
-    count([this.vision, this.projector, this.decoder.layers, this.decoder.finalNorm, this.decoder.lmHead], new Set());
-    return total;
+    return this.vision.parameterCount() + this.projector.parameterCount() + this.decoder.parameterCount();
   }
 
   dispose(): void {
@@ -466,8 +451,4 @@ export class LlavaModel {
   get threads(): 1 | 2 {
     return this.pool || (this.runtime && this.runtime.threads > 1) ? 2 : 1;
   }
-}
-
-function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
 }
