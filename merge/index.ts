@@ -12,6 +12,7 @@ export { attentionReceived, illavaVision, type VisionScoreInput, type IllavaVisi
 export { removedCount, type LanguageInput, type LanguageResult } from './language-common.js';
 export { illavaLanguage, type IllavaLanguageResult, type SpanGroup } from './illava-language.js';
 export { fastvPrune, type FastvResult, type FastvSpan } from './fastv.js';
+export { illavaVisionPrune, illavaLanguagePrune, type IllavaVisionPruneResult } from './illava-prune.js';
 export {
   similarityRecycle, recycleCandidates,
   type RecycleOptions, type RecycleSelection, type RecyclingToken, type SimilarityRecycleInput, type SimilarityRecycleResult,

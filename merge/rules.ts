@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { fastvPrune } from './fastv.js';
 import { illavaLanguage } from './illava-language.js';
+import { illavaLanguagePrune, illavaVisionPrune } from './illava-prune.js';
 import { illavaLanguageSimilarity, illavaVisionSimilarity } from './illava-similarity.js';
 import { illavaVision } from './illava-vision.js';
 import type { MergePlan } from './plan.js';
@@ -97,10 +98,16 @@ export const VISION_RULE_ENTRIES = {
       }
     },
   },
+  'illava-prune': {
+    uses: 'attn',
+    maxRemove: (left) => left - 1,
+    plan: (s, i) => illavaVisionPrune({ attn: need(i.attn, 'illava-prune', ATTN), remove: s.remove, clsToken: i.clsToken }).plan,
+  },
 } satisfies Record<string, VisionRuleEntry>;
 
 export const LLM_RULE_ENTRIES = {
   illava: { plan: (s, i) => illavaLanguage({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep }).plan },
   'illava-similarity': { plan: (s, i) => illavaLanguageSimilarity({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep, keys: i.hidden, ...recycling(s) }).plan },
   fastv: { plan: (s, i) => fastvPrune({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep }).plan },
+  'illava-prune': { plan: (s, i) => illavaLanguagePrune({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep }).plan },
 } satisfies Record<string, LlmRuleEntry>;
