@@ -102,8 +102,3 @@ export function attendHeads(
   }
   return output;
 }
-
-/** Splits [S, Hkv*d] into Hkv tensors [S, d]. */
-export function splitHeads(x: tf.Tensor2D, heads: number): tf.Tensor2D[] {
-  return heads === 1 ? [tf.clone(x)] : (tf.split(x, heads, 1) as tf.Tensor2D[]);
-}

@@ -73,6 +73,11 @@ export class ClipAttention {
     return tf.tensor2d(outProj.computeFlat(attention, N), [N, outProj.outFeatures]);
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.qkv.parameterCount() + this.outProj.parameterCount();
+  }
+
   dispose(): void {
     this.qkv.dispose();
     this.outProj.dispose();

@@ -193,6 +193,11 @@ export class Linear {
     return this.blocks.map((b) => blockMatMul(x, b));
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.blocks.reduce((n, b) => n + b.weight.size + (b.bias?.size ?? 0), 0);
+  }
+
   dispose(): void {
     for (const b of this.blocks) {
       b.weight.dispose();
@@ -252,9 +257,4 @@ export function transposeToInOut(weight: Float32Array, outFeatures: number, inFe
     }
   }
   return result;
-}
-
-/** Builds a Linear from PyTorch-layout arrays ([out, in] weight, [out] bias). */
-export function linearFromTorch(weight: Float32Array, outFeatures: number, inFeatures: number, bias?: Float32Array | null): Linear {
-  return Linear.fromHost(transposeToInOut(weight, outFeatures, inFeatures), inFeatures, outFeatures, bias ?? null);
 }

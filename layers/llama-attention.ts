@@ -123,6 +123,11 @@ export class LlamaAttention {
     return this.qkv instanceof PackedLinear && this.outProj instanceof PackedLinear && this.rotary.headDim % 4 === 0 && this.rotary.headDim <= 256;
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.qkv.parameterCount() + this.outProj.parameterCount();
+  }
+
   dispose(): void {
     this.qkv.dispose();
     this.outProj.dispose();

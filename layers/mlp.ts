@@ -24,7 +24,7 @@ export function mlpChunkWidth(inF: number, inter: number, outF: number, bytes = 
 }
 
 /** Rows [start, start + count) of a Linear's weight [in, out] as a one-block Linear (bias: only when withBias). */
-function rowBlocks(weight: Float32Array, bias: Float32Array | null, inF: number, outF: number, widths: readonly number[]): Linear[] {
+function rowBlocks(weight: Float32Array, bias: Float32Array | null, outF: number, widths: readonly number[]): Linear[] {
   const out: Linear[] = [];
   let row = 0;
   widths.forEach((count, j) => {
@@ -65,7 +65,7 @@ export class TwoLayerMlp {
     this.fc1 = fc1.reblock(widths);
     const w2 = fc2.hostWeights();
     fc2.dispose();
-    this.fc2Rows = rowBlocks(w2.weight, w2.bias, fc2.inFeatures, fc2.outFeatures, widths);
+    this.fc2Rows = rowBlocks(w2.weight, w2.bias, fc2.outFeatures, widths);
   }
 
   get inFeatures(): number {
@@ -80,6 +80,11 @@ export class TwoLayerMlp {
   apply(x: tf.Tensor2D): tf.Tensor2D {
     const b1 = this.fc1.blocks;
     return accumulate(b1.length, (j) => this.fc2Rows[j].apply(this.act(blockMatMul(x, b1[j]))));
+  }
+
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.fc1.parameterCount() + this.fc2Rows.reduce((n, l) => n + l.parameterCount(), 0);
   }
 
   dispose(): void {
@@ -118,7 +123,7 @@ export class GatedMlp {
     this.up = Linear.fromHost(u.weight, C, inter, u.bias, widths);
     const d = down.hostWeights();
     down.dispose();
-    this.downRows = rowBlocks(d.weight, d.bias, inter, down.outFeatures, widths);
+    this.downRows = rowBlocks(d.weight, d.bias, down.outFeatures, widths);
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
@@ -127,6 +132,11 @@ export class GatedMlp {
     return accumulate(g.length, (j) =>
       this.downRows[j].apply(tf.mul(this.act(blockMatMul(x, g[j])), blockMatMul(x, u[j])) as tf.Tensor2D),
     );
+  }
+
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.gate.parameterCount() + this.up.parameterCount() + this.downRows.reduce((n, l) => n + l.parameterCount(), 0);
   }
 
   dispose(): void {

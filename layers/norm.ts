@@ -16,6 +16,11 @@ export class LayerNorm {
     });
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.weight.size + this.bias.size;
+  }
+
   dispose(): void {
     this.weight.dispose();
     this.bias.dispose();
@@ -47,6 +52,11 @@ export class RMSNorm {
       const meanSquare = tf.mean(tf.square(x), -1, true);
       return tf.mul(tf.mul(x, tf.rsqrt(tf.add(meanSquare, this.eps))), this.weight);
     });
+  }
+
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.weight.size;
   }
 
   dispose(): void {

@@ -250,7 +250,7 @@ export function splitPoint(total: number, quantum = 64): number {
 /** y = x W + b with output columns [0, h) on the main thread and [h, out) in the worker. */
 export class ParallelLinear {
   readonly #pool: ParallelPool;
-  /** Weights and biases held in the worker (counted by LlavaModel.parameterCount). */
+  /** Weights and biases held in the worker (counted by parameterCount). */
   offHeapParameters = 0;
 
   private constructor(
@@ -294,6 +294,11 @@ export class ParallelLinear {
     return y;
   }
 
+  /** Values of the weights: the local half, and the half the worker holds. */
+  parameterCount(): number {
+    return this.local.parameterCount() + this.offHeapParameters;
+  }
+
   dispose(): void {
     this.local.dispose();
     this.#pool.release(this.remoteId);
@@ -303,7 +308,7 @@ export class ParallelLinear {
 /** CLIP's TwoLayerMlp or LLaMA's GatedMlp with the intermediate width split between the two sides. */
 export class ParallelMlp {
   readonly #pool: ParallelPool;
-  /** Weights and biases held in the worker (counted by LlavaModel.parameterCount). */
+  /** Weights and biases held in the worker (counted by parameterCount). */
   offHeapParameters = 0;
 
   private constructor(
@@ -381,6 +386,11 @@ export class ParallelMlp {
     mine.dispose();
     theirs.dispose();
     return y;
+  }
+
+  /** Values of the weights: the local half, and the half the worker holds. */
+  parameterCount(): number {
+    return this.local.parameterCount() + this.offHeapParameters;
   }
 
   dispose(): void {

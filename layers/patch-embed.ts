@@ -27,6 +27,11 @@ export class PatchEmbedding {
     });
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.weight.size;
+  }
+
   dispose(): void {
     this.weight.dispose();
   }

@@ -1,11 +1,14 @@
 // Merge configuration: one typed config, named presets that scale to the model's shape, validation
 // with clear errors, and parsing of the CLI's --merge argument.
+import { LLM_RULE_ENTRIES, VISION_RULE_ENTRIES } from './rules.js';
 import { roundHalfEven } from './util.js';
 
-export type VisionRule = 'illava' | 'illava-similarity' | 'tome' | 'none';
-export type LlmRule = 'illava' | 'illava-similarity' | 'fastv' | 'none';
-export const VISION_RULES: readonly VisionRule[] = ['illava', 'illava-similarity', 'tome', 'none'];
-export const LLM_RULES: readonly LlmRule[] = ['illava', 'illava-similarity', 'fastv', 'none'];
+/** The registered vision rules (rules.ts), and 'none'. */
+export type VisionRule = keyof typeof VISION_RULE_ENTRIES | 'none';
+/** The registered LLM rules (rules.ts), and 'none'. */
+export type LlmRule = keyof typeof LLM_RULE_ENTRIES | 'none';
+export const VISION_RULES: readonly VisionRule[] = [...(Object.keys(VISION_RULE_ENTRIES) as VisionRule[]), 'none'];
+export const LLM_RULES: readonly LlmRule[] = [...(Object.keys(LLM_RULE_ENTRIES) as LlmRule[]), 'none'];
 
 export interface VisionMergeConfig {
   rule: VisionRule;
@@ -51,16 +54,17 @@ export interface ModelShape {
 export const LLAVA15_SHAPE: Readonly<ModelShape> = { visionLayersRun: 23, patches: 576, llmLayers: 32 };
 
 export type MergePresetName = 'illava' | 'tome' | 'fastv' | 'none';
+/** What a merge setting is given as: a preset name (scaled to the model) or a full MergeConfig. */
+export type MergeOption = MergeConfig | MergePresetName;
 export const MERGE_PRESET_NAMES: readonly MergePresetName[] = ['illava', 'tome', 'fastv', 'none'];
 
 const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v));
 
 /** Patches left before each vision merge layer, or the first layer that removes too many. */
-function visionShortfall(rule: VisionRule, layers: readonly number[], remove: number, patches: number): string | null {
+function visionShortfall(rule: Exclude<VisionRule, 'none'>, layers: readonly number[], remove: number, patches: number): string | null {
   let left = patches;
   for (const layer of [...layers].sort((a, b) => a - b)) {
-    // iLLaVA keeps at least one token (the group's destination); ToMe merges at most half (|A| - CLS).
-    const max = rule === 'tome' ? Math.floor(left / 2) : left - 1;
+    const max = VISION_RULE_ENTRIES[rule].maxRemove(left);
     if (remove > max) {
       return `vision: removing ${remove} tokens at layer ${layer} removes more tokens than exist (${left} patches left there, at most ${max} can go with rule '${rule}')`;
     }
@@ -129,12 +133,12 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
  * A preset name is scaled to `shape` (presetConfig); a config object is taken literally (deep copy).
  * Either way the result is validated (validateMergeConfig) and returned.
  */
-export function resolveMergeConfig(configOrPreset: MergeConfig | MergePresetName, shape: ModelShape): MergeConfig {
-  if (typeof configOrPreset !== 'string' && (typeof configOrPreset !== 'object' || configOrPreset === null || Array.isArray(configOrPreset))) {
-    throw new Error(`merge must be a preset name (${MERGE_PRESET_NAMES.join(', ')}) or a MergeConfig object, got ${configOrPreset === null ? 'null' : Array.isArray(configOrPreset) ? 'an array' : typeof configOrPreset}`);
+export function resolveMergeConfig(option: MergeOption, shape: ModelShape): MergeConfig {
+  if (typeof option !== 'string' && (typeof option !== 'object' || option === null || Array.isArray(option))) {
+    throw new Error(`merge must be a preset name (${MERGE_PRESET_NAMES.join(', ')}) or a MergeConfig object, got ${option === null ? 'null' : Array.isArray(option) ? 'an array' : typeof option}`);
   }
   // structuredClone, not a JSON round trip: NaN must stay NaN (and be reported as NaN).
-  const config = typeof configOrPreset === 'string' ? presetConfig(configOrPreset, shape) : structuredClone(configOrPreset);
+  const config = typeof option === 'string' ? presetConfig(option, shape) : structuredClone(option);
   validateMergeConfig(config, shape);
   return config;
 }
@@ -220,7 +224,7 @@ function checkObject(where: string, value: unknown, allowed: string[]): Record<s
  * object (a string, or a file's content read by the caller) shaped like MergeConfig. Field types and
  * names are checked here; model-dependent checks happen in resolveMergeConfig.
  */
-export function parseMergeSpec(text: string): MergeConfig | MergePresetName {
+export function parseMergeSpec(text: string): MergeOption {
   const t = text.trim();
   if ((MERGE_PRESET_NAMES as readonly string[]).includes(t)) return t as MergePresetName;
   if (!t.startsWith('{')) {

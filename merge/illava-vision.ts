@@ -2,12 +2,11 @@
 // attention residual and before the MLP, fold the r+1 least-attended tokens into one.
 import * as tf from '@tensorflow/tfjs-core';
 import { lowestGroup, type RecycleGroup } from './group.js';
-import { applyPlan, buildPlan, identityPlan, keptIndices, type MergePlan } from './plan.js';
+import { buildPlan, identityPlan, type MergePlan } from './plan.js';
 import { checkInteger, checkMergeInput, checkRank, checkScores } from './util.js';
 
-export interface IllavaVisionInput {
-  /** Hidden states after the attention residual, [N, C]. Not disposed. */
-  hidden: tf.Tensor2D;
+/** Inputs of the vision-stage rules that score by attention received (iLLaVA, its similarity and pruning variants). */
+export interface VisionScoreInput {
   /** Softmax attention probabilities of this block, [H, N(queries), N(keys)]. Not disposed. */
   attn: tf.Tensor3D;
   /** r: tokens removed by this step. */
@@ -17,10 +16,8 @@ export interface IllavaVisionInput {
 }
 
 export interface IllavaVisionResult {
+  /** N tokens -> N - r: apply it with applyPlan (or TokenState.advance). */
   plan: MergePlan;
-  keptIndices: number[];
-  /** [N - r, C], owned by the caller. */
-  hidden: tf.Tensor2D;
   /** [N] attention received (mean over heads and queries); the CLS entry is +Infinity. */
   scores: Float32Array;
   /** The merged group; null when r = 0. */
@@ -43,11 +40,26 @@ export function attentionReceived(attn: tf.Tensor3D): Float32Array {
   return Float32Array.from(sums, (v) => v / (h * q));
 }
 
-/** Candidates of the vision stage: every token but the CLS. */
-export function visionCandidates(n: number, clsToken: boolean): number[] {
-  const out: number[] = [];
-  for (let i = clsToken ? 1 : 0; i < n; i++) out.push(i);
-  return out;
+/**
+ * Checks a vision-stage input and scores it: attention received per token (CLS = +Infinity), the
+ * candidates (every token but the CLS), and that `remove` leaves at least one candidate.
+ */
+export function visionScores(fn: string, input: VisionScoreInput, moreTensors: string[] = []): { n: number; scores: Float32Array; candidates: number[] } {
+  checkMergeInput(fn, input, ['attn', ...moreTensors]);
+  const { attn, remove: r, clsToken } = input;
+  checkRank(attn.shape, 3, 'attn', '[heads, queries, keys]');
+  const n = attn.shape[2];
+  if (attn.shape[1] !== n) throw new Error(`attn must be [heads, ${n}, ${n}] for ${n} tokens, got [${attn.shape.join(', ')}]`);
+  checkInteger(r, 'remove');
+  const scores = attentionReceived(attn);
+  checkScores(scores, fn);
+  if (clsToken && n > 0) scores[0] = Infinity;
+  const candidates: number[] = [];
+  for (let i = clsToken ? 1 : 0; i < n; i++) candidates.push(i);
+  if (r > candidates.length - 1) {
+    throw new Error(`${fn}: cannot remove ${r} of ${candidates.length} candidate tokens (at most ${candidates.length - 1}: one token must stay)`);
+  }
+  return { n, scores, candidates };
 }
 
 /**
@@ -57,30 +69,12 @@ export function visionCandidates(n: number, clsToken: boolean): number[] {
  * r are dropped; survivors keep their original order.
  * Tie rule: among equal scores the LOWER index counts as the higher score (so with equal scores the
  * highest indices are merged first, and the lowest index of the group is the destination).
- * r = 0 returns the input values exactly; r > candidates - 1 throws.
+ * r = 0 gives the identity plan; r > candidates - 1 throws.
  */
-export function illavaVision(input: IllavaVisionInput): IllavaVisionResult {
-  checkMergeInput('illavaVision', input, ['hidden', 'attn']);
-  const { hidden, attn, remove: r, clsToken } = input;
-  checkRank(hidden.shape, 2, 'hidden', '[tokens, channels]');
-  const n = hidden.shape[0];
-  if (attn.shape[1] !== n || attn.shape[2] !== n) {
-    throw new Error(`attn must be [heads, ${n}, ${n}] for ${n} tokens, got [${attn.shape.join(', ')}]`);
-  }
-  checkInteger(r, 'remove');
-  const scores = attentionReceived(attn);
-  checkScores(scores, 'illavaVision');
-  if (clsToken && n > 0) scores[0] = Infinity;
-  const candidates = visionCandidates(n, clsToken);
-  if (r > candidates.length - 1) {
-    throw new Error(`illavaVision: cannot remove ${r} of ${candidates.length} candidate tokens (at most ${candidates.length - 1}: one token must receive the group)`);
-  }
-  let plan = identityPlan(n);
-  let group: RecycleGroup | null = null;
-  if (r > 0) {
-    const g = lowestGroup(candidates, (i) => scores[i], r);
-    group = g.group;
-    plan = buildPlan(n, new Set(g.dropped), new Map([[group.destination, group]]));
-  }
-  return { plan, keptIndices: keptIndices(plan), hidden: applyPlan(plan, hidden), scores, group };
+export function illavaVision(input: VisionScoreInput): IllavaVisionResult {
+  const { n, scores, candidates } = visionScores('illavaVision', input);
+  const r = input.remove;
+  if (r === 0) return { plan: identityPlan(n), scores, group: null };
+  const g = lowestGroup(candidates, (i) => scores[i], r);
+  return { plan: buildPlan(n, new Set(g.dropped), new Map([[g.group.destination, g.group]])), scores, group: g.group };
 }

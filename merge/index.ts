@@ -1,16 +1,18 @@
 // Public API of illava/merge: training-free visual-token merging (iLLaVA, ToMe, FastV).
-// Depends on @tensorflow/tfjs-core only.
+// Depends on @tensorflow/tfjs-core only. Rules return plans (plan.ts); TokenState applies them;
+// MergeSession gives the model its two hooks; rules.ts is where rules are registered.
 export {
-  applyPlan, applyPlanSum, applyPlanToArray, buildPlan, composePlans, identityPlan, isIdentityPlan, keptIndices, restrictPlan,
+  applyPlan, applyPlanSum, applyPlanToArray, buildPlan, composePlans, identityPlan, isIdentityPlan, keptIndices, planSizes, restrictPlan,
   type MergePlan, type PlacementMethod, type PlanRow,
 } from './plan.js';
 export { SourceMap } from './source-map.js';
 export { roundHalfEven, rankDescending } from './util.js';
 export type { RecycleGroup } from './group.js';
-export { attentionReceived, illavaVision, type IllavaVisionInput, type IllavaVisionResult } from './illava-vision.js';
-export { removedCount, type LanguageInput, type LanguageResult, type Span } from './language-common.js';
+export { attentionReceived, illavaVision, type VisionScoreInput, type IllavaVisionResult } from './illava-vision.js';
+export { removedCount, type LanguageInput, type LanguageResult } from './language-common.js';
 export { illavaLanguage, type IllavaLanguageResult, type SpanGroup } from './illava-language.js';
 export { fastvPrune, type FastvResult, type FastvSpan } from './fastv.js';
+export { illavaVisionPrune, illavaLanguagePrune, type IllavaVisionPruneResult } from './illava-prune.js';
 export {
   similarityRecycle, recycleCandidates,
   type RecycleOptions, type RecycleSelection, type RecyclingToken, type SimilarityRecycleInput, type SimilarityRecycleResult,
@@ -23,10 +25,11 @@ export { tomeBipartite, proportionalAttentionBias, type TomeInput, type TomeMatc
 export {
   LLAVA15_SHAPE, LLM_RULES, MERGE_PRESET_NAMES, VISION_RULES,
   parseMergeSpec, presetConfig, resolveMergeConfig, validateMergeConfig,
-  type LlmMergeConfig, type LlmRule, type MergeConfig, type MergePresetName, type ModelShape, type VisionMergeConfig, type VisionRule,
+  type LlmMergeConfig, type LlmRule, type MergeConfig, type MergeOption, type MergePresetName, type ModelShape, type VisionMergeConfig, type VisionRule,
 } from './config.js';
 export {
-  TokenMerger,
-  type ImageLanguageState, type LanguageMergeState, type LayerCount, type MergeStage, type MergeLanguageArgs, type MergeLanguageResult, type MergeReport,
-  type MergeVisionArgs, type VisionMergeState, type VisionNeeds,
-} from './token-merger.js';
+  LLM_RULE_ENTRIES, VISION_RULE_ENTRIES,
+  type LanguageRuleInput, type LlmRuleEntry, type LlmStep, type VisionRuleEntry, type VisionRuleInput, type VisionStep,
+} from './rules.js';
+export { TokenState, spansAfter, type ImageTokens, type LayerCount, type MergeReport, type MergeStage, type Span } from './token-state.js';
+export { MergeSession, type BlockMerge, type SequenceHook, type VisionHook, type VisionNeeds } from './session.js';

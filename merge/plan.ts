@@ -131,6 +131,12 @@ export function applyPlanSum<T extends tf.Tensor1D | tf.Tensor2D>(plan: MergePla
   return applyPlan(unweighted, x as tf.Tensor2D) as T;
 }
 
+/** Sizes after the plan (ToMe's patches per token: the sources' sizes add up); `sizes` null = all ones. */
+export function planSizes(plan: MergePlan, sizes: ArrayLike<number> | null): Float32Array {
+  if (sizes) checkInput(plan, sizes.length, 'planSizes');
+  return Float32Array.from(plan.rows, (row) => row.sources.reduce((acc, j) => acc + (sizes ? sizes[j] : 1), 0));
+}
+
 /** Plain arrays (position ids, labels): each output takes its anchor's value. */
 export function applyPlanToArray<T>(plan: MergePlan, values: ArrayLike<T>): T[] {
   checkInput(plan, values.length, 'applyPlanToArray');

@@ -1,7 +1,7 @@
 // iLLaVA v2 selection (illava-method.md §3.4, mode 3): keep the top-k tokens by score; the last pc of
 // them are "recycling" tokens, each absorbing its most similar dropped tokens.
 import * as tf from '@tensorflow/tfjs-core';
-import { applyPlan, buildPlan, keptIndices, type MergePlan } from './plan.js';
+import { buildPlan, type MergePlan } from './plan.js';
 import { checkInteger, checkMergeInput, checkRank, checkScores, rankDescending, roundHalfEven } from './util.js';
 
 /** A recycling token and the dropped tokens folded into it. */
@@ -83,10 +83,8 @@ export function recycleCandidates(
 export interface SimilarityRecycleInput extends RecycleOptions {
   /** [N] ranking score (higher = more important). */
   scores: ArrayLike<number>;
-  /** [N, C] tokens to merge. Not disposed. */
-  features: tf.Tensor2D;
-  /** [N, Dk] vectors for the similarity (raw dot product); default `features`. Not disposed. */
-  keys?: tf.Tensor2D;
+  /** [N, Dk] vectors for the similarity (raw dot product; the authors' v2 code uses the token features). Not disposed. */
+  keys: tf.Tensor2D;
   /** k: tokens kept among the non-protected ones. */
   keep: number;
   /** Indices never dropped nor merged (e.g. CLS = 0); not counted in k. */
@@ -94,10 +92,8 @@ export interface SimilarityRecycleInput extends RecycleOptions {
 }
 
 export interface SimilarityRecycleResult {
+  /** N tokens -> k + protected, in original order. */
   plan: MergePlan;
-  keptIndices: number[];
-  /** [k + protected, C] in original order, owned by the caller. */
-  features: tf.Tensor2D;
   selection: RecycleSelection;
 }
 
@@ -106,21 +102,17 @@ export interface SimilarityRecycleResult {
  * pc = max(1, round(k * recycleRatio)) become recycling tokens. Each takes its `neighbours` most
  * similar dropped tokens (dot product of keys), weights them by softmax(sim / sqrt(Dk)), and becomes
  * (own + sum_m w_m x_m) / 2. A dropped token may feed several recycling tokens or none. Output keeps
- * the original order. No dropped tokens (k = all candidates): the input is returned unchanged.
+ * the original order. No dropped tokens (k = all candidates): the identity plan.
  */
 export function similarityRecycle(input: SimilarityRecycleInput): SimilarityRecycleResult {
-  checkMergeInput('similarityRecycle', input, ['features'], ['keys'], ['scores']);
-  const { features, scores } = input;
-  checkRank(features.shape, 2, 'features', '[tokens, channels]');
-  const keys = input.keys ?? features;
-  const n = features.shape[0];
-  if (keys.shape[0] !== n || scores.length !== n) {
-    throw new Error(`similarityRecycle: features (${n}), keys (${keys.shape[0]}) and scores (${scores.length}) must have the same token count`);
-  }
+  checkMergeInput('similarityRecycle', input, ['keys'], [], ['scores']);
+  const { keys, scores } = input;
+  checkRank(keys.shape, 2, 'keys', '[tokens, dims]');
+  const n = keys.shape[0];
+  if (scores.length !== n) throw new Error(`similarityRecycle: keys (${n}) and scores (${scores.length}) must have the same token count`);
   checkScores(scores, 'similarityRecycle');
   const protect = new Set(input.protect ?? []);
   const candidates = [...Array(n).keys()].filter((i) => !protect.has(i));
   const { selection, merged } = recycleCandidates(candidates, (i) => scores[i], keys, input.keep, input);
-  const plan = buildPlan(n, new Set(selection.dropped), merged);
-  return { plan, keptIndices: keptIndices(plan), features: applyPlan(plan, features), selection };
+  return { plan: buildPlan(n, new Set(selection.dropped), merged), selection };
 }

@@ -1,14 +1,12 @@
 // ToMe bipartite soft matching (Bolya et al., facebookresearch/ToMe; illava-method.md §7), with
 // size-weighted averages and proportional attention. Survivors are put back in original order.
 import * as tf from '@tensorflow/tfjs-core';
-import { applyPlan, buildPlan, keptIndices, type MergePlan } from './plan.js';
+import { buildPlan, planSizes, type MergePlan } from './plan.js';
 import { checkInteger, checkMergeInput, checkRank } from './util.js';
 
 export interface TomeInput {
   /** [N, Dk] matching metric: the keys averaged over heads. Not disposed. */
   metric: tf.Tensor2D;
-  /** [N, C] tokens to merge. Not disposed. */
-  x: tf.Tensor2D;
   /** [N] token sizes (patches per token); default all ones. A tensor is not disposed. */
   size?: tf.Tensor1D | ArrayLike<number>;
   /** r: A tokens merged into B tokens by this step. */
@@ -27,13 +25,9 @@ export interface TomeMatch {
 }
 
 export interface TomeResult {
+  /** N tokens -> N - r; a merged row is the size-weighted mean sum(s_j x_j) / sum(s_j). */
   plan: MergePlan;
-  keptIndices: number[];
-  /** [N - r, C]: size-weighted means sum(s_j x_j) / sum(s_j), owned by the caller. */
-  x: tf.Tensor2D;
-  /** [N - r] summed sizes, owned by the caller. */
-  size: tf.Tensor1D;
-  /** The same sizes as a plain array. */
+  /** [N - r] sizes after the step (they add up): planSizes(plan, size). */
   sizes: Float32Array;
   /** The r merged edges, highest similarity first. */
   matches: TomeMatch[];
@@ -51,12 +45,10 @@ export interface TomeResult {
  * of image tokens carries the spatial layout.
  */
 export function tomeBipartite(input: TomeInput): TomeResult {
-  checkMergeInput('tomeBipartite', input, ['metric', 'x']);
-  const { metric, x, remove: r, clsToken } = input;
+  checkMergeInput('tomeBipartite', input, ['metric']);
+  const { metric, remove: r, clsToken } = input;
   checkRank(metric.shape, 2, 'metric', '[tokens, dims]');
-  checkRank(x.shape, 2, 'x', '[tokens, channels]');
-  const n = x.shape[0];
-  if (metric.shape[0] !== n) throw new Error(`tomeBipartite: metric has ${metric.shape[0]} tokens, x has ${n}`);
+  const n = metric.shape[0];
   checkInteger(r, 'remove');
   const sizes = readSizes(input.size, n);
   const aIdx: number[] = [];
@@ -95,13 +87,12 @@ export function tomeBipartite(input: TomeInput): TomeResult {
     merged.set(b, { sources, weights: sources.map((j) => sizes[j] / total) });
   });
   const plan = buildPlan(n, new Set(matches.map((m) => m.source)), merged);
-  const newSizes = Float32Array.from(plan.rows, (row) => row.sources.reduce((acc, j) => acc + sizes[j], 0));
-  return { plan, keptIndices: keptIndices(plan), x: applyPlan(plan, x), size: tf.tensor1d(newSizes), sizes: newSizes, matches };
+  return { plan, sizes: planSizes(plan, sizes), matches };
 }
 
 function readSizes(size: tf.Tensor1D | ArrayLike<number> | undefined, n: number): Float32Array {
   const out = size === undefined ? new Float32Array(n).fill(1) : size instanceof tf.Tensor ? Float32Array.from(size.dataSync()) : Float32Array.from(size);
-  if (out.length !== n) throw new Error(`tomeBipartite: size has ${out.length} entries, x has ${n} tokens`);
+  if (out.length !== n) throw new Error(`tomeBipartite: size has ${out.length} entries, metric has ${n} tokens`);
   return out;
 }
 

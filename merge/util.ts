@@ -32,6 +32,13 @@ export function rankDescending(indices: readonly number[], score: (i: number) =>
   });
 }
 
+/** The r worst of `indices` by rankDescending's order, the lowest score first (what a pure pruning drops). */
+export function lowestRanked(indices: readonly number[], score: (i: number) => number, r: number): number[] {
+  if (r <= 0) return [];
+  const ranked = rankDescending(indices, score);
+  return ranked.slice(ranked.length - r).reverse();
+}
+
 /** Throws a clear error when a score is NaN (a NaN would make the ranking meaningless). */
 export function checkScores(scores: ArrayLike<number>, what: string): void {
   for (let i = 0; i < scores.length; i++) {

@@ -25,12 +25,12 @@ import { basename, join, resolve } from 'node:path';
 import { selectBackend, type BackendName } from '../src/backend.js';
 import { parseLlavaConfig, readLlavaConfig, visionLayersRun, patchesPerImage, type LlavaConfig } from '../src/config.js';
 import { LlavaModel, type GenerateOutput, type LoadOptions, type ModelParts } from '../src/llava.js';
-import { MergeSession, parseMergeOption, resolveModelMerge, type MergeOption } from '../src/merging.js';
+import { parseMergeOption, resolveModelMerge } from '../src/merging.js';
 import { ImageProcessor } from '../src/preprocess.js';
 import { LlavaTokenizer } from '../src/tokenizer.js';
 import { openWeights } from '../weights/index.js';
 import { setReleaseUnpackedWeights, wasmHeapBytes } from '../layers/index.js';
-import type { MergeConfig } from '../merge/index.js';
+import { MergeSession, type MergeConfig, type MergeOption } from '../merge/index.js';
 import { ARCHS, BENCH_PROMPT, REPO_ROOT, TINY_LLAVA_DIR, RandomWeightSource, archConfig, randomModelParts, type ArchName } from './random-model.js';
 
 
@@ -59,33 +59,37 @@ interface Options {
   json: boolean;
 }
 
-
-const program = new Command()
-  .name('bench')
-  .description('token-merging benchmark: speed and memory of each merge preset against none')
-  .option('--model <dir>', 'a Hugging Face LLaVA-1.5 folder')
-  .addOption(new Option('--arch <name>', 'random seeded weights at real sizes, or the tiny fixture').choices([...ARCHS, 'tiny']))
-  .option('--llm-layers <n>', 'build only the first N decoder layers (a slice; said in the output)', intOption('llm-layers', 1))
-  .option('--vit-layers <n>', 'build only the first N vision encoder layers (the feature layer, e.g. -2, still applies)', intOption('vit-layers', 1))
-  .option('--presets <list>', 'merge presets, comma-separated (none is always run first)', 'none,illava,tome,fastv')
-  .option('--merge <json|file>', 'an extra merge config (repeatable)', (v: string, prev: string[]) => [...prev, v], [])
-  .option('--runs <n>', 'timed runs per config (the median is reported)', intOption('runs', 1), 3)
-  .option('--warmup <n>', 'warm-up runs per config', intOption('warmup', 0), 1)
-  .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', intOption('new-tokens', 1), 32)
-  .option('--image <file>', 'the image', join(TINY_LLAVA_DIR, 'image.png'))
-  .option('--prompt <text>', 'the question (~20 tokens)', BENCH_PROMPT)
-  .option('--clip-forward', 'time the full 24-layer CLIP ViT-L/14-336 forward first (default with --arch llava-1.5-7b)')
-  .option('--no-clip-forward', 'skip it')
-  .option('--clip-runs <n>', 'timed runs of the CLIP forward per config', intOption('clip-runs', 1), 3)
-  .option('--out <dir>', 'folder for the JSON results', join(REPO_ROOT, 'bench/results'))
-  .option('--name <name>', 'results file name prefix (default: from the model)')
-  .option('--seed <n>', 'seed of the random weights', intOption('seed', 0), 0)
-  .option('--backend <name>', 'tfjs backend', 'wasm')
-  .option('--no-release-weights', "keep each weight's unpacked copy next to XNNPACK's packed one (wasm; twice the memory)")
-  .option('--no-json', 'do not write the JSON file')
-  .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', intOption('threads', 1), 1)
-  .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto')
-  .addOption(new Option('--dtype <dtype>', 'storage dtype of random weights (f16: rounded to half precision, served as fp16 bytes)').choices(['f32', 'f16']).default('f32'));
+/** The command line: --help, and the options with their defaults. */
+function parseOptions(argv: string[]): Options {
+  return new Command()
+    .name('bench')
+    .description('token-merging benchmark: speed and memory of each merge preset against none')
+    .option('--model <dir>', 'a Hugging Face LLaVA-1.5 folder')
+    .addOption(new Option('--arch <name>', 'random seeded weights at real sizes, or the tiny fixture').choices([...ARCHS, 'tiny']))
+    .option('--llm-layers <n>', 'build only the first N decoder layers (a slice; said in the output)', intOption('llm-layers', 1))
+    .option('--vit-layers <n>', 'build only the first N vision encoder layers (the feature layer, e.g. -2, still applies)', intOption('vit-layers', 1))
+    .option('--presets <list>', 'merge presets, comma-separated (none is always run first)', 'none,illava,tome,fastv')
+    .option('--merge <json|file>', 'an extra merge config (repeatable)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--runs <n>', 'timed runs per config (the median is reported)', intOption('runs', 1), 3)
+    .option('--warmup <n>', 'warm-up runs per config', intOption('warmup', 0), 1)
+    .option('--new-tokens <n>', 'tokens generated per run (EOS ignored)', intOption('new-tokens', 1), 32)
+    .option('--image <file>', 'the image', join(TINY_LLAVA_DIR, 'image.png'))
+    .option('--prompt <text>', 'the question (~20 tokens)', BENCH_PROMPT)
+    .option('--clip-forward', 'time the full 24-layer CLIP ViT-L/14-336 forward first (default with --arch llava-1.5-7b)')
+    .option('--no-clip-forward', 'skip it')
+    .option('--clip-runs <n>', 'timed runs of the CLIP forward per config', intOption('clip-runs', 1), 3)
+    .option('--out <dir>', 'folder for the JSON results', join(REPO_ROOT, 'bench/results'))
+    .option('--name <name>', 'results file name prefix (default: from the model)')
+    .option('--seed <n>', 'seed of the random weights', intOption('seed', 0), 0)
+    .option('--backend <name>', 'tfjs backend', 'wasm')
+    .option('--no-release-weights', "keep each weight's unpacked copy next to XNNPACK's packed one (wasm; twice the memory)")
+    .option('--no-json', 'do not write the JSON file')
+    .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', intOption('threads', 1), 1)
+    .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto')
+    .addOption(new Option('--dtype <dtype>', 'storage dtype of random weights (f16: rounded to half precision, served as fp16 bytes)').choices(['f32', 'f16']).default('f32'))
+    .parse(argv)
+    .opts<Options>();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers
@@ -252,15 +256,19 @@ class Progress {
 }
 
 /** --threads / --weights, passed to every model load. */
-let loadExtras: Pick<LoadOptions, 'threads' | 'weights'> = {};
+type LoadExtras = Pick<LoadOptions, 'threads' | 'weights'>;
 
-async function loadWithBar(parts: ModelParts, backend: BackendName): Promise<LlavaModel> {
+function loadExtras(o: Options): LoadExtras {
+  return { threads: o.threads as 1 | 2, weights: o.weights as LoadOptions['weights'] };
+}
+
+async function loadWithBar(parts: ModelParts, backend: BackendName, extras: LoadExtras): Promise<LlavaModel> {
   const bar = new cliProgress.SingleBar({ format: 'loading {name} [{bar}] {value}/{total} tensors', stream: process.stderr, hideCursor: false, clearOnComplete: true }, cliProgress.Presets.shades_classic);
   let started = false;
   try {
     return await LlavaModel.fromParts(parts, {
       backend,
-      ...loadExtras,
+      ...extras,
       onProgress: (p) => {
         if (!started) {
           bar.start(p.total, 0, { name: parts.name.length > 40 ? `…${parts.name.slice(-39)}` : parts.name });
@@ -295,7 +303,7 @@ async function clipForward(o: Options, backend: BackendName, progress: Progress)
   const config = parseLlavaConfig(json);
   const base = await randomModelParts('llava-1.5-7b', {}, o.seed);
   const parts: ModelParts = { ...base, name: 'CLIP ViT-L/14-336 (random weights)', config, source: new RandomWeightSource(config, o.seed, 'CLIP ViT-L/14-336') };
-  const model = await loadWithBar(parts, backend);
+  const model = await loadWithBar(parts, backend, loadExtras(o));
   const px = await model.pixelValues(o.image);
   const timer = instrument(model.vision.layers, false);
   const result: ClipResult = { what: 'CLIP ViT-L/14-336 vision tower forward: patch embedding + 24 encoder layers at width 1024 (577 tokens), one image, batch 1; timed with its (1024 -> 64) projector', layers: 24, tokens: 577, configs: [] };
@@ -384,25 +392,156 @@ function describeConfig(c: MergeConfig): string {
   return parts.length ? parts.join('; ') : 'no merging';
 }
 
+/** The merge configs of the run: none first, the --presets, then each --merge. */
+function mergeOptions(o: Options): { presetNames: string[]; configs: Array<{ name: string; option: MergeOption }> } {
+  const presetNames = ['none', ...o.presets.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')];
+  const configs = presetNames.map((n) => ({ name: n, option: parseMergeOption(n) }));
+  o.merge.forEach((m, i) => configs.push({ name: `custom${o.merge.length > 1 ? i + 1 : ''}`, option: parseMergeOption(m) }));
+  return { presetNames, configs };
+}
+
+/** The meters the runs share: tensor memory, per-layer timers, the progress bar. */
+interface Probes {
+  memory: MemoryProbe;
+  prefill: ReturnType<typeof instrument>;
+  vision: ReturnType<typeof instrument>;
+  progress: Progress;
+}
+
+/** Warm-up and timed generate runs of one merge config; the median and the prefill FLOPs its token counts predict. */
+async function runConfig(model: LlavaModel, name: string, option: MergeOption, o: Options, probes: Probes): Promise<{ result: ConfigResult; prefillFlops: number }> {
+  const merge = resolveModelMerge(option, model.config);
+  process.stdout.write(`config ${name}: ${describeConfig(merge)}\n`);
+  const runs: RunMetrics[] = [];
+  for (let r = 0; r < o.warmup + o.runs; r++) {
+    const label = r < o.warmup ? 'warm-up' : `run ${r - o.warmup + 1}/${o.runs}`;
+    probes.progress.status('generate', `${name} ${label}: vision + prefill`);
+    probes.memory.reset();
+    const before = tf.memory().numBytes;
+    probes.prefill.reset();
+    probes.vision.reset();
+    let count = 0;
+    const out: GenerateOutput = await model.generate({
+      prompt: o.prompt,
+      images: [o.image],
+      maxNewTokens: o.newTokens,
+      stopIds: [],
+      merge,
+      onToken: () => {
+        if (++count % 4 === 0) probes.progress.status('generate', `${name} ${label}: decode ${count}/${o.newTokens}`);
+      },
+    });
+    probes.memory.sampleRss();
+    const metrics = runMetrics(out, probes, before);
+    if (r >= o.warmup) runs.push(metrics);
+    probes.progress.status('generate', `${name} ${label}: ${(metrics.totalMs / 1000).toFixed(1)} s`, 1);
+  }
+  const med = medianMetrics(runs);
+  // Prefill tokens per decoder layer: full before the first LLM merge layer, merged after it.
+  const t = model.config.text;
+  const K = merge.llm && merge.llm.rule !== 'none' ? Math.min(...merge.llm.layers) : t.numLayers;
+  const tokensPerLayer = Array.from({ length: t.numLayers }, (_, l) => (l < K ? med.sequenceIn : med.sequenceAfter));
+  const prefillFlops = llamaFlops(t.hiddenSize, t.intermediateSize, t.numKvHeads * t.headDim, tokensPerLayer);
+  return { result: { name, config: merge, runs, median: med }, prefillFlops };
+}
+
+function runMetrics(out: GenerateOutput, probes: Probes, bytesBefore: number): RunMetrics {
+  const report = out.merges[0];
+  return {
+    visionMs: out.timings.visionMs,
+    prefillMs: out.timings.prefillMs,
+    firstTokenMs: out.timings.firstTokenMs,
+    decodeTokensPerSecond: out.timings.decodeTokensPerSecond,
+    totalMs: out.timings.totalMs,
+    newTokens: out.tokenIds.length,
+    imageTokensAfterVision: report.vision.length ? report.vision[report.vision.length - 1].tokens : report.patches,
+    imageTokensAfterLlm: report.tokens,
+    sequenceIn: out.sequenceLength.input,
+    sequenceAfter: out.sequenceLength.afterMerge,
+    kvCacheBytes: out.kvCacheBytes,
+    peakTensorBytes: probes.memory.peakTensorBytes,
+    peakActivationBytes: probes.memory.peakTensorBytes - bytesBefore,
+    heapBytes: wasmHeapBytes(),
+    peakRssBytes: probes.memory.peakRss,
+    prefillLayerMs: probes.prefill.times(),
+    visionLayerMs: probes.vision.times(),
+  };
+}
+
+/** Ratios against none (same process, same model), in place. */
+function compareWithNone(results: ConfigResult[], prefillFlops: ReadonlyMap<string, number>): void {
+  const none = results.find((r) => r.name === 'none');
+  if (!none) return;
+  for (const r of results) {
+    r.predictedPrefillSpeedup = (prefillFlops.get('none') as number) / (prefillFlops.get(r.name) as number);
+    const a = none.median;
+    const b = r.median;
+    r.vsNone = {
+      visionSpeedup: a.visionMs / b.visionMs,
+      prefillSpeedup: a.prefillMs / b.prefillMs,
+      firstTokenSpeedup: a.firstTokenMs / b.firstTokenMs,
+      decodeSpeedup: b.decodeTokensPerSecond / a.decodeTokensPerSecond,
+      endToEndSpeedup: a.totalMs / b.totalMs,
+      activationMemoryRatio: b.peakActivationBytes / a.peakActivationBytes,
+      kvCacheRatio: b.kvCacheBytes / a.kvCacheBytes,
+      peakTensorRatio: b.peakTensorBytes / a.peakTensorBytes,
+    };
+  }
+}
+
+function machineInfo(): { cpu: string; cores: number; memoryGiB: number; os: string; node: string } {
+  return { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), os: `${platform()} ${release()}`, node: process.version };
+}
+
+interface RunRecord {
+  started: Date;
+  machine: ReturnType<typeof machineInfo>;
+  backend: BackendName;
+  description: ModelDescription;
+  loadMs: number;
+  loadPeakRss: number;
+  parameters: number;
+  clipResult?: ClipResult;
+  results: ConfigResult[];
+}
+
+function writeJson(o: Options, run: RunRecord): void {
+  mkdirSync(o.out, { recursive: true });
+  const slug = o.name ?? slugFor(o, run.description);
+  const stamp = run.started.toISOString().replace(/[:T]/g, '-').slice(0, 16);
+  const file = join(o.out, `${slug}-${stamp}.json`);
+  const payload = {
+    date: run.started.toISOString(),
+    machine: run.machine,
+    backend: run.backend,
+    releaseUnpackedWeights: run.backend === 'wasm' && o.releaseWeights,
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
+    model: { ...run.description, loadMs: run.loadMs, parameters: run.parameters },
+    osPeakRssBytes: { afterLoad: run.loadPeakRss, end: osPeakRss() },
+    workload: { image: o.image, prompt: o.prompt, promptTokens: run.results[0]?.median.sequenceIn, newTokens: o.newTokens, greedy: true, eosIgnored: true, warmup: o.warmup, runs: o.runs },
+    memoryNotes: 'peakTensorBytes: tf.memory().numBytes peak, sampled at every tensor registration; peakActivationBytes = that minus the bytes held before the run (weights); heapBytes: wasm heap size (never shrinks); peakRssBytes: process RSS sampled every 64 tensor registrations (high-water mark of the process so far); osPeakRssBytes: the kernel\'s maxRSS (getrusage), after load and at the end',
+    clipForward: run.clipResult,
+    results: run.results,
+  };
+  writeFileSync(file, JSON.stringify(payload, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toPrecision(5) : v), 1));
+  process.stdout.write(`results: ${file}\n`);
+}
+
 async function main(): Promise<void> {
-  const o = program.parse(process.argv).opts<Options>();
-  loadExtras = { threads: o.threads as 1 | 2, weights: o.weights as LoadOptions['weights'] };
+  const o = parseOptions(process.argv);
   if (o.model && o.arch) throw new Error('give --model or --arch, not both');
   if (o.arch === 'tiny') o.model = TINY_LLAVA_DIR;
-  const random = o.arch !== undefined && o.arch !== 'tiny';
-  const clip = o.clipForward ?? random;
+  const clip = o.clipForward ?? (o.arch !== undefined && o.arch !== 'tiny');
   const backend = (await selectBackend(o.backend as BackendName)).name;
   if (backend === 'wasm' && o.releaseWeights) setReleaseUnpackedWeights(true);
-  const presetNames = ['none', ...o.presets.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')];
-  const configs: Array<{ name: string; option: MergeOption }> = presetNames.map((n) => ({ name: n, option: parseMergeOption(n) }));
-  o.merge.forEach((m, i) => configs.push({ name: `custom${o.merge.length > 1 ? i + 1 : ''}`, option: parseMergeOption(m) }));
+  const { presetNames, configs } = mergeOptions(o);
 
-  const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), os: `${platform()} ${release()}`, node: process.version };
+  const machine = machineInfo();
   const started = new Date();
   process.stdout.write(`illava bench, ${started.toISOString()}\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; ${machine.os}; node ${machine.node}\n`);
   process.stdout.write(`backend: ${backend}${backend === 'wasm' ? ` (single-threaded SIMD, XNNPACK; unpacked weight copies ${o.releaseWeights ? 'released after packing' : 'kept'})` : ''}\n`);
 
-  const probe = new MemoryProbe();
+  const memory = new MemoryProbe();
   const clipSteps = clip ? (1 + presetNames.filter((n) => n === 'illava' || n === 'tome').length) * (o.warmup + o.clipRuns) : 0;
   const progress = new Progress(clipSteps + configs.length * (o.warmup + o.runs));
 
@@ -416,117 +555,27 @@ async function main(): Promise<void> {
   const { parts, description, close } = await buildParts(o);
   process.stdout.write(`model: ${description.summary}\n`);
   const t0 = performance.now();
-  const model = await loadWithBar(parts, backend);
+  const model = await loadWithBar(parts, backend, loadExtras(o));
   close();
   const loadMs = performance.now() - t0;
   const loadPeakRss = osPeakRss();
   process.stdout.write(`loaded in ${(loadMs / 1000).toFixed(1)} s: ${model.parameterCount().toLocaleString('en-US')} parameters held (float32); peak RSS so far ${gb(loadPeakRss)} (OS high-water mark)\n`);
-  const prefillTimer = instrument(model.decoder.layers, true);
-  const visionTimer = instrument(model.vision.layers, false);
-  const C = model.config;
-  const kvD = C.text.numKvHeads * C.text.headDim;
+  const probes: Probes = { memory, prefill: instrument(model.decoder.layers, true), vision: instrument(model.vision.layers, false), progress };
 
   const results: ConfigResult[] = [];
   const prefillFlops = new Map<string, number>();
   for (const { name, option } of configs) {
-    const merge = resolveModelMerge(option, model.config);
-    process.stdout.write(`config ${name}: ${describeConfig(merge)}\n`);
-    const runs: RunMetrics[] = [];
-    for (let r = 0; r < o.warmup + o.runs; r++) {
-      const label = r < o.warmup ? 'warm-up' : `run ${r - o.warmup + 1}/${o.runs}`;
-      progress.status('generate', `${name} ${label}: vision + prefill`);
-      probe.reset();
-      const before = tf.memory().numBytes;
-      prefillTimer.reset();
-      visionTimer.reset();
-      let count = 0;
-      const out: GenerateOutput = await model.generate({
-        prompt: o.prompt,
-        images: [o.image],
-        maxNewTokens: o.newTokens,
-        stopIds: [],
-        merge: option,
-        onToken: () => {
-          if (++count % 4 === 0) progress.status('generate', `${name} ${label}: decode ${count}/${o.newTokens}`);
-        },
-      });
-      probe.sampleRss();
-      const report = out.merges[0];
-      const metrics: RunMetrics = {
-        visionMs: out.timings.visionMs,
-        prefillMs: out.timings.prefillMs,
-        firstTokenMs: out.timings.firstTokenMs,
-        decodeTokensPerSecond: out.timings.decodeTokensPerSecond,
-        totalMs: out.timings.totalMs,
-        newTokens: out.tokenIds.length,
-        imageTokensAfterVision: report.vision.length ? report.vision[report.vision.length - 1].tokens : report.patches,
-        imageTokensAfterLlm: report.tokens,
-        sequenceIn: out.sequenceLength.input,
-        sequenceAfter: out.sequenceLength.afterMerge,
-        kvCacheBytes: out.kvCacheBytes,
-        peakTensorBytes: probe.peakTensorBytes,
-        peakActivationBytes: probe.peakTensorBytes - before,
-        heapBytes: wasmHeapBytes(),
-        peakRssBytes: probe.peakRss,
-        prefillLayerMs: prefillTimer.times(),
-        visionLayerMs: visionTimer.times(),
-      };
-      if (r >= o.warmup) runs.push(metrics);
-      progress.status('generate', `${name} ${label}: ${(metrics.totalMs / 1000).toFixed(1)} s`, 1);
-    }
-    const med = medianMetrics(runs);
-    // Prefill tokens per decoder layer: full before the first LLM merge layer, merged after it.
-    const K = merge.llm && merge.llm.rule !== 'none' ? Math.min(...merge.llm.layers) : C.text.numLayers;
-    const tokensPerLayer = Array.from({ length: C.text.numLayers }, (_, l) => (l < K ? med.sequenceIn : med.sequenceAfter));
-    prefillFlops.set(name, llamaFlops(C.text.hiddenSize, C.text.intermediateSize, kvD, tokensPerLayer));
-    results.push({ name, config: merge, runs, median: med });
+    const run = await runConfig(model, name, option, o, probes);
+    results.push(run.result);
+    prefillFlops.set(name, run.prefillFlops);
   }
   progress.stop();
   const parameters = model.parameterCount();
   model.dispose();
 
-  // Ratios against none (same process, same model).
-  const none = results.find((r) => r.name === 'none');
-  if (none) {
-    for (const r of results) {
-      r.predictedPrefillSpeedup = (prefillFlops.get('none') as number) / (prefillFlops.get(r.name) as number);
-      const a = none.median;
-      const b = r.median;
-      r.vsNone = {
-        visionSpeedup: a.visionMs / b.visionMs,
-        prefillSpeedup: a.prefillMs / b.prefillMs,
-        firstTokenSpeedup: a.firstTokenMs / b.firstTokenMs,
-        decodeSpeedup: b.decodeTokensPerSecond / a.decodeTokensPerSecond,
-        endToEndSpeedup: a.totalMs / b.totalMs,
-        activationMemoryRatio: b.peakActivationBytes / a.peakActivationBytes,
-        kvCacheRatio: b.kvCacheBytes / a.kvCacheBytes,
-        peakTensorRatio: b.peakTensorBytes / a.peakTensorBytes,
-      };
-    }
-  }
+  compareWithNone(results, prefillFlops);
   printResults(description, results, o);
-
-  if (o.json) {
-    mkdirSync(o.out, { recursive: true });
-    const slug = o.name ?? slugFor(o, description);
-    const stamp = started.toISOString().replace(/[:T]/g, '-').slice(0, 16);
-    const file = join(o.out, `${slug}-${stamp}.json`);
-    const payload = {
-      date: started.toISOString(),
-      machine,
-      backend,
-      releaseUnpackedWeights: backend === 'wasm' && o.releaseWeights,
-      command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
-      model: { ...description, loadMs, parameters },
-      osPeakRssBytes: { afterLoad: loadPeakRss, end: osPeakRss() },
-      workload: { image: o.image, prompt: o.prompt, promptTokens: results[0]?.median.sequenceIn, newTokens: o.newTokens, greedy: true, eosIgnored: true, warmup: o.warmup, runs: o.runs },
-      memoryNotes: 'peakTensorBytes: tf.memory().numBytes peak, sampled at every tensor registration; peakActivationBytes = that minus the bytes held before the run (weights); heapBytes: wasm heap size (never shrinks); peakRssBytes: process RSS sampled every 64 tensor registrations (high-water mark of the process so far); osPeakRssBytes: the kernel\'s maxRSS (getrusage), after load and at the end',
-      clipForward: clipResult,
-      results,
-    };
-    writeFileSync(file, JSON.stringify(payload, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? +v.toPrecision(5) : v), 1));
-    process.stdout.write(`results: ${file}\n`);
-  }
+  if (o.json) writeJson(o, { started, machine, backend, description, loadMs, loadPeakRss, parameters, clipResult, results });
   process.stdout.write(`peak RSS of the whole run: ${gb(osPeakRss())} (OS high-water mark, load included)\n`);
 }
 

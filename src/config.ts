@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { readRegularFileSync, utf8Text } from './files.js';
 import { parseStrictJson } from '../weights/strict-json.js';
 import { join } from 'node:path';
+import type { ModelShape } from '../merge/index.js';
 
 export interface VisionConfig {
   hiddenSize: number;
@@ -194,4 +195,9 @@ export function visionLayersRun(config: LlavaConfig): number {
 export function patchesPerImage(config: LlavaConfig): number {
   const g = config.vision.imageSize / config.vision.patchSize;
   return g * g;
+}
+
+/** What the merge presets scale to and the merge validation checks against. */
+export function modelShape(config: LlavaConfig): ModelShape {
+  return { visionLayersRun: visionLayersRun(config), patches: patchesPerImage(config), llmLayers: config.text.numLayers };
 }

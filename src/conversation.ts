@@ -7,7 +7,21 @@ import { fileURLToPath } from 'node:url';
 import { ChatTemplate, LLAVA_15_TEMPLATE, type TemplateMessage } from './chat-template.js';
 import { MAX_IMAGE_FILE_BYTES, statRegularFileSync } from './files.js';
 import { probeImage } from './image.js';
-import type { GenerateOptions, GenerateOutput, LlavaModel, PixelValues } from './llava.js';
+import type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput } from './generate-types.js';
+import type { ImageProcessor } from './preprocess.js';
+import type { LlavaTokenizer } from './tokenizer.js';
+
+/** What a chat needs of a model (LlavaModel has it; named here so this module does not import llava.ts, which imports it). */
+export interface ChatModel {
+  readonly chatTemplate: ChatTemplate | undefined;
+  readonly tokenizer: LlavaTokenizer;
+  readonly imageProcessor: ImageProcessor;
+  readonly maxImagePixels: number;
+  promptIds(input: PromptInput): number[];
+  checkContext(ids: number[], newTokens: number): number;
+  pixelValues(image: ImageInput): Promise<PixelValues>;
+  generate(options: GenerateOptions): Promise<GenerateOutput>;
+}
 
 export type ChatRole = 'system' | 'developer' | 'user' | 'assistant';
 
@@ -146,7 +160,7 @@ export function normalizeMessages(messages: unknown, options: ChatInputOptions =
  * tokenises it as transformers' processors do: the tokenizer's special tokens (BOS) are added unless
  * the rendered text already starts with the BOS token. Checks the context length for `maxNewTokens`.
  */
-export function prepareChat(model: LlavaModel, messages: unknown, options: ChatInputOptions & { maxNewTokens?: number } = {}): PreparedChat {
+export function prepareChat(model: ChatModel, messages: unknown, options: ChatInputOptions & { maxNewTokens?: number } = {}): PreparedChat {
   const normalized = normalizeMessages(messages, options);
   const template: ChatTemplate = model.chatTemplate ?? LLAVA_15_TEMPLATE;
   const tok = model.tokenizer;
@@ -164,7 +178,7 @@ export function prepareChat(model: LlavaModel, messages: unknown, options: ChatI
 }
 
 /** Reads each image's header (format, size, pixel limit) without decoding it. */
-export async function probeChatImages(model: LlavaModel, images: Array<string | Uint8Array>): Promise<void> {
+export async function probeChatImages(model: ChatModel, images: Array<string | Uint8Array>): Promise<void> {
   const limit = model.maxImagePixels;
   for (const [i, image] of images.entries()) {
     try {
@@ -176,7 +190,7 @@ export async function probeChatImages(model: LlavaModel, images: Array<string | 
 }
 
 /** Decodes and preprocesses the images (errors are ChatInputErrors), then generates. */
-export async function generateChat(model: LlavaModel, prepared: PreparedChat, options: ChatOptions = {}): Promise<ChatOutput> {
+export async function generateChat(model: ChatModel, prepared: PreparedChat, options: ChatOptions = {}): Promise<ChatOutput> {
   const t = performance.now();
   const pixels: PixelValues[] = [];
   for (const [i, image] of prepared.images.entries()) {
@@ -196,7 +210,7 @@ export async function generateChat(model: LlavaModel, prepared: PreparedChat, op
 }
 
 /** model.chat(messages, options). */
-export async function chat(model: LlavaModel, messages: ChatMessage[], options: ChatOptions = {}): Promise<ChatOutput> {
+export async function chat(model: ChatModel, messages: ChatMessage[], options: ChatOptions = {}): Promise<ChatOutput> {
   const prepared = prepareChat(model, messages, options);
   await probeChatImages(model, prepared.images);
   return generateChat(model, prepared, options);

@@ -3,12 +3,27 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParallelMlp } from '../layers/parallel.js';
 import { PackedGatedMlp, type PackedLinear } from '../layers/packed/index.js';
-import type { StreamedDecoderLayer } from './streamed.js';
+import type { SequenceHook } from '../merge/index.js';
 import { f16WordsToFloat32 } from '../weights/index.js';
 import { GatedMlp, KVCache, LlamaAttention, Linear, RMSNorm, RotaryEmbedding, causalMask } from '../layers/index.js';
 
+/** cos/sin tables of the current position ids (RotaryEmbedding.tables). */
+export type RopeTables = { cos: tf.Tensor3D; sin: tf.Tensor3D };
+
+/** One decoder layer as LlamaDecoder runs it: resident (LlamaDecoderLayer) or streamed (src/streamed.ts). */
+export interface DecoderLayer {
+  /**
+   * x [T, D] -> out [T, D], appending to the layer's cache; with scoreRow, also the attention row
+   * [H, T + past] of that query (softmax probabilities). Tensors returned are owned by the caller.
+   */
+  apply(x: tf.Tensor2D, rope: RopeTables, cache: KVCache['layers'][number], mask: tf.Tensor2D | null, scoreRow: number | undefined): { out: tf.Tensor2D; row?: tf.Tensor2D };
+  /** Values of the layer's weights, wherever they are held. */
+  parameterCount(): number;
+  dispose(): void;
+}
+
 /** Pre-norm LLaMA block: h = x + attn(norm x); out = h + mlp(norm h). */
-export class LlamaDecoderLayer {
+export class LlamaDecoderLayer implements DecoderLayer {
   constructor(
     readonly inputNorm: RMSNorm,
     readonly attn: LlamaAttention,
@@ -16,13 +31,7 @@ export class LlamaDecoderLayer {
     readonly mlp: GatedMlp | ParallelMlp | PackedGatedMlp,
   ) {}
 
-  apply(
-    x: tf.Tensor2D,
-    rope: { cos: tf.Tensor3D; sin: tf.Tensor3D },
-    cache: KVCache['layers'][number],
-    mask: tf.Tensor2D | null,
-    scoreRow: number | undefined,
-  ): { out: tf.Tensor2D; row?: tf.Tensor2D } {
+  apply(x: tf.Tensor2D, rope: RopeTables, cache: KVCache['layers'][number], mask: tf.Tensor2D | null, scoreRow: number | undefined): { out: tf.Tensor2D; row?: tf.Tensor2D } {
     if (x.shape[0] === 1 && scoreRow === undefined && this.attn.hostDecodes && this.mlp instanceof PackedGatedMlp && this.mlp.hostAct) {
       return { out: this.decodeHost(x, rope, cache, this.mlp) };
     }
@@ -42,7 +51,7 @@ export class LlamaDecoderLayer {
    * cache), the residuals and the MLP as plain float32 arrays around the packed kernels, so a
    * decode step makes one tensor per layer instead of ~20 tfjs ops (each ~30 us of dispatch).
    */
-  private decodeHost(x: tf.Tensor2D, rope: { cos: tf.Tensor3D; sin: tf.Tensor3D }, cache: KVCache['layers'][number], mlp: PackedGatedMlp): tf.Tensor2D {
+  private decodeHost(x: tf.Tensor2D, rope: RopeTables, cache: KVCache['layers'][number], mlp: PackedGatedMlp): tf.Tensor2D {
     const f = Math.fround;
     const input = x.dataSync() as Float32Array;
     const attended = this.attn.decodeHost(this.inputNorm.applyHost(input), rope, cache);
@@ -53,6 +62,11 @@ export class LlamaDecoderLayer {
     return tf.tensor2d(h, [1, h.length]);
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.inputNorm.parameterCount() + this.attn.parameterCount() + this.postNorm.parameterCount() + this.mlp.parameterCount();
+  }
+
   dispose(): void {
     this.inputNorm.dispose();
     this.attn.dispose();
@@ -61,21 +75,7 @@ export class LlamaDecoderLayer {
   }
 }
 
-/**
- * Language-stage merging during a prefill. Before decoder layer `layer` the decoder calls
- * mergeBefore with the hidden states entering it, their position ids, and the attention row
- * [H, S] that layer-1 returned for the query `scoreRow(layer-1)` (the last prompt token).
- * It returns the shorter sequence and the survivors' original position ids, or null.
- */
-export interface PrefillMergeHook {
-  /** Query index whose attention row `layer` must return, or undefined for none. */
-  scoreRow(layer: number): number | undefined;
-  mergeBefore(layer: number, hidden: tf.Tensor2D, positionIds: number[], row: tf.Tensor2D | undefined): { hidden: tf.Tensor2D; positionIds: number[] } | null;
-}
-
 export class LlamaDecoder {
-  readonly rotary: RotaryEmbedding;
-
   constructor(
     /**
      * [V, D] token embeddings, kept on the host: a lookup is a row copy, and the table (0.5 GB for
@@ -86,15 +86,13 @@ export class LlamaDecoder {
     readonly vocabSize: number,
     readonly hiddenSize: number,
     /** Resident layers, or StreamedDecoderLayers built per call from host bytes (src/streamed.ts). */
-    readonly layers: Array<LlamaDecoderLayer | StreamedDecoderLayer>,
+    readonly layers: DecoderLayer[],
     readonly finalNorm: RMSNorm,
     /** [D, V] (float32 tensors, or packed) */
     readonly lmHead: Linear | PackedLinear,
-    headDim: number,
-    ropeTheta: number,
-  ) {
-    this.rotary = new RotaryEmbedding(headDim, ropeTheta);
-  }
+    /** The layers' rotary embedding (one instance, shared with their attention). */
+    readonly rotary: RotaryEmbedding,
+  ) {}
 
   /** ids -> [T, D] embeddings. */
   embed(ids: readonly number[]): tf.Tensor2D {
@@ -113,10 +111,10 @@ export class LlamaDecoder {
    * Runs new tokens through every layer, appending to the cache.
    * @param x [T, D] embeddings of the new tokens (consumed: disposed here)
    * @param positionIds their position ids
-   * @param hook language-stage merging (prefill only)
+   * @param hook the merge hook of the sequence (prefill only)
    * @returns last-row logits [V] and the hidden state length that went through the last layer
    */
-  forward(x: tf.Tensor2D, positionIds: number[], cache: KVCache, hook?: PrefillMergeHook): { logits: Float32Array; finalLength: number } {
+  forward(x: tf.Tensor2D, positionIds: number[], cache: KVCache, hook?: SequenceHook): { logits: Float32Array; finalLength: number } {
     let positions = positionIds;
     let past = cache.layers[0].length;
     let rope = this.rotary.tables(positions);
@@ -156,6 +154,11 @@ export class LlamaDecoder {
     const values = logits.dataSync() as Float32Array;
     logits.dispose();
     return { logits: values, finalLength };
+  }
+
+  /** Values of the weights: the embedding table (host), the layers, the final norm and lm_head. */
+  parameterCount(): number {
+    return this.embedTable.length + this.layers.reduce((n, l) => n + l.parameterCount(), 0) + this.finalNorm.parameterCount() + this.lmHead.parameterCount();
   }
 
   dispose(): void {

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { KVCache } from '../layers/index.js';
 import type { LlamaDecoder } from './decoder.js';
-import type { MergeSession } from './merging.js';
+import type { MergeSession } from '../merge/index.js';
 import type { TokenSampler } from './sampling.js';
 import { createStreamDecoder, type LlavaTokenizer } from './tokenizer.js';
 
@@ -46,7 +46,10 @@ export interface Decoded {
   decodeMs: number;
 }
 
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+/** 0, 1, ..., n - 1: the position ids of an unmerged sequence. */
+export function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
 
 export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokenizer, prompt: PreparedPrompt, sampler: TokenSampler, options: DecodeOptions): Promise<Decoded> {
   const stopIds = new Set(options.stopIds ?? (tokenizer.eosId !== undefined ? [tokenizer.eosId] : []));
@@ -61,7 +64,7 @@ export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokeni
   let cache = new KVCache(decoder.layers.length, promptLength + options.maxNewTokens + 1);
   try {
     const t0 = performance.now();
-    let logits = decoder.forward(prompt.embeddings, range(promptLength), cache, prompt.session.prefillHook(prompt.spans, promptLength - 1)).logits;
+    let logits = decoder.forward(prompt.embeddings, range(promptLength), cache, prompt.session.sequenceHook(prompt.spans, promptLength - 1)).logits;
     out.afterMerge = cache.layers[cache.layers.length - 1].length;
     out.kvCacheBytes = cache.bytes;
     out.prefillMs = performance.now() - t0;
@@ -97,7 +100,7 @@ export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokeni
         const generated = decoder.embed(out.tokenIds);
         const all = tf.concat([promptEmbeddings, generated], 0);
         generated.dispose();
-        logits = decoder.forward(all, range(promptLength + out.tokenIds.length), cache, prompt.session.prefillHook(prompt.spans, promptLength - 1, false)).logits;
+        logits = decoder.forward(all, range(promptLength + out.tokenIds.length), cache, prompt.session.sequenceHook(prompt.spans, promptLength - 1, false)).logits;
       }
     }
     if (out.finishReason === 'length') {

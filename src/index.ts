@@ -16,9 +16,9 @@ export { ChatInputError, normalizeMessages, prepareChat } from './conversation.j
 export type { ChatContentPart, ChatMessage, ChatOptions, ChatOutput, ChatRole } from './conversation.js';
 export { TokenSampler, argmax } from './sampling.js';
 export type { SamplingOptions } from './sampling.js';
-export { MergeSession, modelShape, parseMergeOption, resolveModelMerge } from './merging.js';
-export type { ImageMergeReport, MergeOption } from './merging.js';
+export { modelShape } from './config.js';
+export { parseMergeOption, resolveModelMerge } from './merging.js';
+export type { ImageMergeReport } from './merging.js';
 export * from '../merge/index.js';
 export { openWeights, writeTfjsWeights } from '../weights/index.js';
-export * from './visualize.js';
 export type { WeightSource, TensorInfo, StorageDtype } from '../weights/index.js';

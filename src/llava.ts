@@ -8,8 +8,8 @@ import { KVCache } from '../layers/index.js';
 import { openWeights, type WeightSource } from '../weights/index.js';
 import { selectBackend, type BackendChoice, type BackendName } from './backend.js';
 import { buildLlavaPrompt } from './chat.js';
-import { patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js';
-import { DEFAULT_MAX_IMAGE_PIXELS, loadImage, type RgbImage } from './image.js';
+import { modelShape, patchesPerImage, readLlavaConfig, type LlavaConfig } from './config.js';
+import { DEFAULT_MAX_IMAGE_PIXELS, loadImage } from './image.js';
 import { loadModules, type LoadProgress } from './load.js';
 import { checkConfigAgainstWeights } from './config-check.js';
 import { checkWeightsFitWasmHeap, reservePrefillHeap } from './heap-guard.js';
@@ -18,91 +18,21 @@ import { workerTimeoutMs } from '../layers/worker-timeout.js';
 import { releaseUnpackedWeightsEnabled } from '../layers/wasm-memory.js';
 import { chooseResidency, type Residency, type ResidencyOption } from './streamed.js';
 import { ImageProcessor } from './preprocess.js';
-import { TokenSampler, type SamplingOptions } from './sampling.js';
+import { TokenSampler } from './sampling.js';
 import { LlavaTokenizer } from './tokenizer.js';
-import { decodeTokens, type PreparedPrompt } from './generation.js';
+import { decodeTokens, range, type PreparedPrompt } from './generation.js';
 import type { VisionTower } from './vision.js';
 import type { Projector } from './projector.js';
 import type { LlamaDecoder } from './decoder.js';
 import { PackedRuntime } from '../layers/packed/index.js';
 import type { QuantizedFile, PackedFormat } from '../weights/index.js';
 import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
-import { MergeSession, resolveModelMerge, type ImageMergeReport, type MergeOption } from './merging.js';
+import { MergeSession, resolveMergeConfig, type MergeConfig, type MergeOption } from '../merge/index.js';
 import { readChatTemplate, type ChatTemplate } from './chat-template.js';
 import { chat, type ChatMessage, type ChatOptions, type ChatOutput } from './conversation.js';
+import type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput } from './generate-types.js';
 
-/** Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing preprocessing. */
-export interface PixelValues {
-  pixelValues: Float32Array;
-  height: number;
-  width: number;
-}
-
-/** A path, encoded bytes (PNG, JPEG, ...), decoded RGB pixels or preprocessed pixel values. */
-export type ImageInput = string | Uint8Array | RgbImage | PixelValues;
-
-export interface PromptInput {
-  /** The user's text. With the default template it is wrapped as `USER: <image>\n{prompt} ASSISTANT:`. */
-  prompt: string;
-  images?: ImageInput[];
-  /** Video as a list of frames: each frame is an image of the prompt (after `images`). */
-  video?: ImageInput[];
-  /** 'llava' (default): LLaVA-1.5 chat template; 'raw': the prompt is used as it is (it must hold one `<image>` per image). */
-  template?: 'llava' | 'raw';
-  /** Token merging for this call (overrides the model's default). */
-  merge?: MergeOption;
-  /** false: leave out the tokenizer's special tokens (BOS), for a raw prompt that already holds them (a chat template's output). Default true. */
-  addSpecialTokens?: boolean;
-}
-
-export interface GenerateOptions extends PromptInput, SamplingOptions {
-  /** Default 64. */
-  maxNewTokens?: number;
-  /** Stop when the generated text ends with one of these (the stop string is not returned). */
-  stop?: string[];
-  /** Stop at these token ids (default: the EOS id). */
-  stopIds?: number[];
-  /** Called with each new piece of text as soon as it is complete (streaming). */
-  onToken?: (text: string, tokenId: number) => void;
-  /** false: recompute the whole (merged) sequence at every step instead of using the KV cache (slow; for checks). */
-  useCache?: boolean;
-  /** Also return the logits [vocab] that chose each generated token. */
-  returnLogits?: boolean;
-  /** Cancels the call between tokens (it rejects with the signal's reason); see src/server.ts. */
-  signal?: AbortSignal;
-}
-
-export interface StageTimings {
-  /** Image preprocessing, ms. */
-  preprocessMs: number;
-  /** Vision tower + projector, ms, all images. */
-  visionMs: number;
-  /** Decoder prefill, ms. */
-  prefillMs: number;
-  /** From the call to the first generated token, ms. */
-  firstTokenMs: number;
-  /** Decode steps after the first token, ms. */
-  decodeMs: number;
-  decodeTokensPerSecond: number;
-  totalMs: number;
-}
-
-export interface GenerateOutput {
-  text: string;
-  tokenIds: number[];
-  /** Prompt ids after template and tokenisation (one image id per image). */
-  promptIds: number[];
-  /** Sequence length entering the decoder, and after language-stage merging. */
-  sequenceLength: { input: number; afterMerge: number };
-  finishReason: 'stop' | 'length';
-  /** Per image: token counts after every merge step and (when tracked) the patch -> token map. */
-  merges: ImageMergeReport[];
-  timings: StageTimings;
-  /** Bytes held by the KV cache after the prefill. */
-  kvCacheBytes: number;
-  /** With returnLogits: row i produced tokenIds[i] (or the stop token). */
-  logits?: Float32Array[];
-}
+export type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput, StageTimings } from './generate-types.js';
 
 /** What a model is built from (see LlavaModel.fromParts). */
 export interface ModelParts {
@@ -191,7 +121,8 @@ export class LlavaModel {
     readonly projector: Projector,
     readonly decoder: LlamaDecoder,
     readonly backend: BackendChoice,
-    readonly defaultMerge: MergeOption,
+    /** LoadOptions.merge, resolved for this model at load (used when a call gives no merge). */
+    readonly defaultMerge: MergeConfig,
     private readonly dtypes: string[],
     private readonly pool?: ParallelPool,
     /** Where the decoder layers' weights live, and why (LoadOptions.weights). */
@@ -233,7 +164,7 @@ export class LlavaModel {
     if (tokenizer.imageTokenId !== config.imageTokenIndex) {
       throw new Error(`${parts.name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
     }
-    resolveModelMerge(options.merge ?? 'none', config); // validate now, not at the first call
+    const defaultMerge = resolveMergeConfig(options.merge ?? 'none', modelShape(config)); // validated now, not at the first call
     const maxImagePixels = options.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
     if (!Number.isSafeInteger(maxImagePixels) || maxImagePixels < 1) throw new Error(`maxImagePixels must be a positive integer, got ${String(options.maxImagePixels)}`);
     const outSize = imageProcessor.fixedOutputSize();
@@ -287,7 +218,7 @@ export class LlavaModel {
       layout.cacheWritten = written;
       layout.warnings = warnings;
     }
-    const model = new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, options.merge ?? 'none', dtypes, pool, residency, runtime, layout);
+    const model = new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, defaultMerge, dtypes, pool, residency, runtime, layout);
     model.maxImagePixels = maxImagePixels;
     return model;
   }
@@ -319,9 +250,8 @@ export class LlavaModel {
   /** Image -> projected features [N', D] (after vision-stage merging, if any). */
   imageFeatures(pixels: PixelValues, session?: MergeSession): tf.Tensor2D {
     const input = tf.tensor3d(pixels.pixelValues, [3, pixels.height, pixels.width]);
-    const { features, mergeState } = this.vision.forward(input, session?.merger);
+    const features = this.vision.forward(input, session?.visionHook(this.vision.tokens, true, this.vision.numHeads));
     input.dispose();
-    session?.recordVision(mergeState);
     const projected = this.projector.apply(features);
     features.dispose();
     return projected;
@@ -330,7 +260,7 @@ export class LlavaModel {
   /** Vision features [N, Cv] before the projector, unmerged (for checks). */
   visionFeatures(pixels: PixelValues): tf.Tensor2D {
     const input = tf.tensor3d(pixels.pixelValues, [3, pixels.height, pixels.width]);
-    const { features } = this.vision.forward(input);
+    const features = this.vision.forward(input);
     input.dispose();
     return features;
   }
@@ -371,7 +301,7 @@ export class LlavaModel {
     const ids = this.promptIds(input);
     reservePrefillHeap(this.config, this.checkContext(ids, newTokens), newTokens, this.layout.formats.decoder !== 'f32');
     const images = [...(input.images ?? []), ...(input.video ?? [])];
-    const session = new MergeSession(resolveModelMerge(input.merge ?? this.defaultMerge, this.config));
+    const session = new MergeSession(input.merge === undefined ? this.defaultMerge : resolveMergeConfig(input.merge, modelShape(this.config)));
     let t = performance.now();
     const pixels: PixelValues[] = [];
     for (const image of images) pixels.push(await this.pixelValues(image));
@@ -415,7 +345,7 @@ export class LlavaModel {
     const cache = new KVCache(this.decoder.layers.length);
     try {
       const positions = prepared.embeddings.shape[0];
-      const hook = prepared.session.prefillHook(prepared.spans, positions - 1);
+      const hook = prepared.session.sequenceHook(prepared.spans, positions - 1);
       return this.decoder.forward(prepared.embeddings, range(positions), cache, hook).logits;
     } finally {
       cache.dispose();
@@ -466,22 +396,7 @@ export class LlavaModel {
 
   /** Parameter count of the loaded modules (what runs: blocks past the vision feature layer are not loaded). */
   parameterCount(): number {
-    let total = this.decoder.embedTable.length;
-    const count = (o: unknown, seen: Set<unknown>): void => {
-      if (o === null || typeof o !== 'object' || seen.has(o)) return;
-      seen.add(o);
-      if (o instanceof tf.Tensor) {
-        total += o.size;
-        return;
-      }
-      if (ArrayBuffer.isView(o)) return;
-      // Weights held off this thread's tensor heap (worker halves, streamed layers' host bytes).
-      const off = (o as { offHeapParameters?: unknown }).offHeapParameters;
-      if (typeof off === 'number') total += off;
-      for (const value of Object.values(o)) count(value, seen);
-    };
-    count([this.vision, this.projector, this.decoder.layers, this.decoder.finalNorm, this.decoder.lmHead], new Set());
-    return total;
+    return this.vision.parameterCount() + this.projector.parameterCount() + this.decoder.parameterCount();
   }
 
   dispose(): void {
@@ -498,8 +413,4 @@ export class LlavaModel {
   get threads(): 1 | 2 {
     return this.pool || (this.runtime && this.runtime.threads > 1) ? 2 : 1;
   }
-}
-
-function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
 }

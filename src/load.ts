@@ -27,7 +27,7 @@ import { MemoryWeightSource, StreamedDecoderLayer, type Residency } from './stre
 import { CANONICAL_PREFIX, readChecked, type WeightSource } from '../weights/index.js';
 import { visionLayersRun, type LlavaConfig } from './config.js';
 import { ClipEncoderLayer, VisionTower } from './vision.js';
-import { LlamaDecoder, LlamaDecoderLayer } from './decoder.js';
+import { LlamaDecoder, LlamaDecoderLayer, type DecoderLayer } from './decoder.js';
 import { Projector } from './projector.js';
 
 export interface LoadProgress {
@@ -324,10 +324,8 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
   const D = t.hiddenSize;
   const why = `text_config hidden_size=${D}, vocab_size=${t.vocabSize}`;
   const embed = reader.read(`${L}embed_tokens.weight`, [t.vocabSize, D], why);
-  const qDim = t.numHeads * t.headDim;
-  const kvDim = t.numKvHeads * t.headDim;
   const rotary = new RotaryEmbedding(t.headDim, t.ropeTheta);
-  const layers: Array<LlamaDecoderLayer | StreamedDecoderLayer> = [];
+  const layers: DecoderLayer[] = [];
   for (let i = 0; i < t.numLayers; i++) {
     if (reader.residency === 'streamed') {
       // This layer's stored bytes, read once; the StreamedDecoderLayer builds it and keeps its final layout on the host (src/streamed.ts).
@@ -366,5 +364,5 @@ function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {
       : reader.linear('language_model.lm_head', D, t.vocabSize, false, why);
   }
   return new LlamaDecoder(exactF16Words(embed) ?? embed, // fp16 words when exact (an fp16 checkpoint): half the memory
-     t.vocabSize, D, layers, norm, head, t.headDim, t.ropeTheta);
+     t.vocabSize, D, layers, norm, head, rotary);
 }

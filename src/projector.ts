@@ -11,6 +11,11 @@ export class Projector {
     return this.mlp.apply(features);
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.mlp.parameterCount();
+  }
+
   dispose(): void {
     this.mlp.dispose();
   }

@@ -9,14 +9,15 @@
 // is queued (body size, messages, images' bytes and header dimensions, prompt tokens against the
 // context length) and refused with a 4xx in OpenAI's error shape { error: { message, type, param,
 // code } }. A client that disconnects cancels its request, queued or running.
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import PQueue from 'p-queue';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { basename } from 'node:path';
 import { parseMergeSpec } from '../merge/index.js';
 import { ChatInputError, generateChat, prepareChat, probeChatImages, type ChatOutput } from './conversation.js';
 import type { LlavaModel } from './llava.js';
-import { resolveModelMerge, type MergeOption } from './merging.js';
+import { resolveModelMerge } from './merging.js';
+import type { MergeOption } from '../merge/index.js';
 
 export interface ServerOptions {
   /** Default 127.0.0.1 (loopback only). */

@@ -23,7 +23,7 @@ import { GatedMlp, Linear, type KVCache, type LinearBlock, type RMSNorm } from '
 import { readRaw, bytesToFloat32, exactF16Words, f16WordsToFloat32, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
 import type { LlavaConfig } from './config.js';
 import { visionLayersRun } from './config.js';
-import type { LlamaDecoderLayer } from './decoder.js';
+import type { DecoderLayer, LlamaDecoderLayer, RopeTables } from './decoder.js';
 
 export type Residency = 'resident' | 'streamed';
 export type ResidencyOption = Residency | 'auto';
@@ -81,8 +81,6 @@ export class MemoryWeightSource implements WeightSource {
 
   close(): void {}
 }
-
-type DecoderLayerArgs = Parameters<LlamaDecoderLayer['apply']>;
 
 /** One tensor of a streamed layer on the host, in its final layout: value i = fround(f16[i] x scale), or f32[i]. */
 interface HostTensor {
@@ -158,8 +156,8 @@ function moveToHost(layer: LlamaDecoderLayer): { slots: Slot[]; hostBytes: numbe
 }
 
 /** A decoder layer whose tensors are created from host copies for each call and disposed after it. */
-export class StreamedDecoderLayer {
-  /** Values held off the tensor heap (counted by LlavaModel.parameterCount). */
+export class StreamedDecoderLayer implements DecoderLayer {
+  /** Values held off the tensor heap (counted by parameterCount). */
   readonly offHeapParameters: number;
   /** Host bytes held. */
   readonly hostBytes: number;
@@ -187,7 +185,7 @@ export class StreamedDecoderLayer {
     this.hostBytes = moved ? moved.hostBytes : source.bytes;
   }
 
-  apply(x: tf.Tensor2D, rope: DecoderLayerArgs[1], cache: KVCache['layers'][number], mask: tf.Tensor2D | null, scoreRow: number | undefined): ReturnType<LlamaDecoderLayer['apply']> {
+  apply(x: tf.Tensor2D, rope: RopeTables, cache: KVCache['layers'][number], mask: tf.Tensor2D | null, scoreRow: number | undefined): ReturnType<DecoderLayer['apply']> {
     if (!this.#slots || !this.#layer) {
       const layer = this.#build(this.#source as MemoryWeightSource);
       try {
@@ -207,6 +205,11 @@ export class StreamedDecoderLayer {
     } finally {
       made.forEach((t) => t.dispose());
     }
+  }
+
+  /** Values of the weights (all on the host between calls). */
+  parameterCount(): number {
+    return this.offHeapParameters;
   }
 
   dispose(): void {}

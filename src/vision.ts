@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ClipAttention, LayerNorm, PatchEmbedding, TwoLayerMlp } from '../layers/index.js';
 import type { ParallelMlp } from '../layers/parallel.js';
 import type { PackedTwoLayerMlp } from '../layers/packed/index.js';
-import type { TokenMerger, VisionMergeState } from '../merge/index.js';
+import type { BlockMerge, VisionHook } from '../merge/index.js';
 
 /** One pre-norm CLIP encoder block: x + attn(ln1 x), [merge], then h + mlp(ln2 h). */
 export class ClipEncoderLayer {
@@ -17,18 +17,17 @@ export class ClipEncoderLayer {
 
   /**
    * @param x [N, C] tokens of one image
-   * @param merge the merge step of this block, if any: receives the post-attention residual
-   *   and the attention statistics it asked for, returns fewer tokens.
+   * @param merge what this block computes for the merge hook, if anything: the key bias, the
+   *   attention statistics, and the merge of the post-attention residual (fewer tokens).
    */
   apply(x: tf.Tensor2D, merge?: BlockMerge): tf.Tensor2D {
-    const needs = merge?.needs ?? { attn: false, keys: false };
     const normed = this.ln1.apply(x);
-    const attention = this.attn.apply(normed, { keyBias: merge?.keyBias ?? null, returnProbs: needs.attn, returnKeys: needs.keys });
+    const attention = this.attn.apply(normed, { keyBias: merge?.keyBias ?? null, returnProbs: merge?.attn ?? false, returnKeys: merge?.keys ?? false });
     normed.dispose();
     let h = tf.tidy(() => tf.add(x, attention.out) as tf.Tensor2D);
     attention.out.dispose();
-    if (merge?.run) {
-      const merged = merge.run(h, attention.probs, attention.keys);
+    if (merge?.merge) {
+      const merged = merge.merge(h, attention.probs, attention.keys);
       h.dispose();
       h = merged;
     }
@@ -39,26 +38,17 @@ export class ClipEncoderLayer {
     return out;
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.ln1.parameterCount() + this.attn.parameterCount() + this.ln2.parameterCount() + this.mlp.parameterCount();
+  }
+
   dispose(): void {
     this.ln1.dispose();
     this.attn.dispose();
     this.ln2.dispose();
     this.mlp.dispose();
   }
-}
-
-/** What a block needs to merge: built per block by the tower from the TokenMerger. */
-interface BlockMerge {
-  needs: { attn: boolean; keys: boolean };
-  keyBias: tf.Tensor1D | null;
-  run?: (hidden: tf.Tensor2D, probs?: tf.Tensor3D, keys?: tf.Tensor2D) => tf.Tensor2D;
-}
-
-export interface VisionOutput {
-  /** [N', C] image features (CLS dropped with the 'default' strategy). */
-  features: tf.Tensor2D;
-  /** Merge bookkeeping of this image (token counts, source map), when a merger ran. */
-  mergeState?: VisionMergeState;
 }
 
 export class VisionTower {
@@ -75,40 +65,34 @@ export class VisionTower {
     readonly dropCls: boolean,
   ) {}
 
-  /** pixels [3, H, W] -> features; merging per the merger's vision config. */
-  forward(pixels: tf.Tensor3D, merger?: TokenMerger): VisionOutput {
+  /** Tokens entering the encoder: the CLS, then the patches. */
+  get tokens(): number {
+    return this.positionEmbedding.shape[0];
+  }
+
+  /** pixels [3, H, W] -> features [N', C] (CLS dropped with the 'default' strategy); each block does what the merge hook asks. */
+  forward(pixels: tf.Tensor3D, hook?: VisionHook): tf.Tensor2D {
     let x = tf.tidy(() => {
       const patches = this.patchEmbedding.apply(pixels);
       const tokens = tf.concat([this.classEmbedding, patches], 0);
       return this.preLayerNorm.apply(tf.add(tokens, this.positionEmbedding) as tf.Tensor2D);
     });
-    let state = merger?.createVisionState(x.shape[0], true);
     this.layers.forEach((layer, index) => {
-      let blockMerge: BlockMerge | undefined;
-      if (merger && state) {
-        const needs = merger.visionNeeds(index);
-        const current = state;
-        blockMerge = {
-          needs,
-          keyBias: merger.attentionBias(current),
-          run: needs.merge
-            ? (hidden, probs, keys) => {
-                const result = merger.mergeVision({ layer: index, hidden, attn: probs, keys, numHeads: this.numHeads, state: current });
-                state = result.state;
-                return result.hidden;
-              }
-            : undefined,
-        };
-      }
-      const next = layer.apply(x, blockMerge);
-      blockMerge?.keyBias?.dispose();
+      const block = hook?.block(index);
+      const next = layer.apply(x, block);
+      block?.keyBias?.dispose();
       x.dispose();
       x = next;
     });
-    if (!this.dropCls) return { features: x, mergeState: state };
+    if (!this.dropCls) return x;
     const features = tf.tidy(() => tf.slice(x, [1, 0], [-1, -1]) as tf.Tensor2D);
     x.dispose();
-    return { features, mergeState: state };
+    return features;
+  }
+
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.patchEmbedding.parameterCount() + this.classEmbedding.size + this.positionEmbedding.size + this.preLayerNorm.parameterCount() + this.layers.reduce((n, l) => n + l.parameterCount(), 0);
   }
 
   dispose(): void {

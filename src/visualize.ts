@@ -9,18 +9,16 @@
 // Colours follow a region's first patch (raster order), so a region keeps its colour from one step
 // to the next unless it absorbs an earlier patch. The language-stage picture maps the LLM's image
 // tokens back to patches through the vision-stage merges (MergeReport stages).
-import { makeDirs } from './files.js';
-
-/** Largest stage picture side drawn (px). */
-export const MAX_PICTURE_SIDE = 4096;
+// A tool module of the CLI (`illava visualize`), not part of the library's index: it uses the public
+// API only (./index.js), plus the folder helper of the CLI.
 import { join } from 'node:path';
 import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
-import { loadImage, type RgbImage } from './image.js';
-import type { LlavaModel } from './llava.js';
-import { resolveModelMerge, type MergeOption } from './merging.js';
-import { visionLayersRun } from './config.js';
-import type { MergeConfig, MergeReport, MergeStage } from '../merge/index.js';
+import { makeDirs } from './files.js';
+import { loadImage, resolveModelMerge, visionLayersRun, type LlavaModel, type MergeConfig, type MergeOption, type MergeReport, type MergeStage, type RgbImage } from './index.js';
+
+/** Largest stage picture side drawn (px). */
+export const MAX_PICTURE_SIDE = 4096;
 
 export interface VisualizeOptions {
   /** Image file, encoded bytes or decoded RGB. */

@@ -267,13 +267,13 @@ describe('hardening: merge functions and merge configs name the mistake', () => 
   it('merge functions given non-tensors or no input object', async () => {
     const merge = await import('../merge/index.js');
     const tf = await import('@tensorflow/tfjs-core');
-    expect(() => merge.similarityRecycle({} as never)).to.throw(/similarityRecycle: 'features' must be a tfjs tensor, got undefined/);
+    expect(() => merge.similarityRecycle({} as never)).to.throw(/similarityRecycle: 'keys' must be a tfjs tensor, got undefined/);
     expect(() => merge.tomeBipartite(undefined as never)).to.throw(/tomeBipartite: expected an input object/);
-    expect(() => merge.fastvPrune({ hidden: [[1]], lastRowAttn: tf.zeros([1, 1]) } as never)).to.throw(/fastvPrune: 'hidden' must be a tfjs tensor, got an array/);
+    expect(() => merge.fastvPrune({ lastRowAttn: [[1]] } as never)).to.throw(/fastvPrune: 'lastRowAttn' must be a tfjs tensor, got an array/);
     const x = tf.zeros([4, 2]);
-    expect(() => merge.similarityRecycle({ features: x, scores: 'abc', keep: 2 } as never)).to.throw(/'scores' must be an array of numbers/);
+    expect(() => merge.similarityRecycle({ keys: x, scores: 'abc', keep: 2 } as never)).to.throw(/'scores' must be an array of numbers/);
     x.dispose();
-    expect(() => merge.illavaVision({ hidden: x, attn: x, remove: 1, clsToken: false } as never)).to.throw(/illavaVision: 'hidden' has been disposed/);
+    expect(() => merge.illavaVision({ attn: x, remove: 1, clsToken: false } as never)).to.throw(/illavaVision: 'attn' has been disposed/);
   });
 
   it('merge functions before a backend is ready say how to get one', () => {

@@ -1,7 +1,7 @@
 // iLLaVA vision and language merges and FastV, on hand-built inputs.
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'chai';
-import { BACKENDS, rng, randomRows, bits } from './helpers/merge-data.js';
+import { BACKENDS, SIX_TOKEN_HEADS, applied, appliedSequence, constantRowsAttn, rng, randomRows, bits } from './helpers/merge-data.js';
 import { fastvPrune, illavaLanguage, illavaVision, removedCount, type LanguageInput } from '../merge/index.js';
 
 /** sum_j w_j x_j / sum_j w_j over plain arrays. */
@@ -11,26 +11,19 @@ const wmean = (rows: number[][], idx: number[], w: number[]) => {
 };
 const expectClose = (got: number[], want: number[], tol = 1e-5) => got.forEach((v, c) => expect(v).to.be.closeTo(want[c], tol));
 
-/** Attention [H, N, N] where every query row of head h equals rows[h] (so received = mean of rows). */
-const constantRowsAttn = (rows: number[][]) => tf.tensor3d(rows.map((r) => r.map(() => r)));
-
 for (const backend of BACKENDS) {
   describe(`merge/illava-vision [${backend}]`, () => {
     before(async () => {
       expect(await tf.setBackend(backend)).to.equal(true);
     });
 
-    // Heads' rows (each sums to 1); received = mean = [0.3, 0.11, 0.2, 0.05, 0.15, 0.19].
-    const heads = [
-      [0.3, 0.1, 0.25, 0.05, 0.2, 0.1],
-      [0.3, 0.12, 0.15, 0.05, 0.1, 0.28],
-    ];
+    const heads = SIX_TOKEN_HEADS; // received = mean = [0.3, 0.11, 0.2, 0.05, 0.15, 0.19]
 
     it('N=6 with CLS, r=2: groups the 3 least attended with weights 3,2,1', () => {
       const rows = randomRows(6, 4, 10);
       const hidden = tf.tensor2d(rows);
       const attn = constantRowsAttn(heads);
-      const out = illavaVision({ hidden, attn, remove: 2, clsToken: true });
+      const out = applied(illavaVision({ attn, remove: 2, clsToken: true }), hidden);
       // Ascending (CLS excluded): 3 (0.05), 1 (0.11), 4 (0.15) | 5 (0.19), 2 (0.2).
       expect(out.group).to.not.equal(null);
       expect(out.group!.sources).to.deep.equal([3, 1, 4]);
@@ -63,7 +56,7 @@ for (const backend of BACKENDS) {
       const group = asc.slice(0, r + 1);
       const hidden = tf.tensor2d(rows);
       const attn = tf.tensor3d(Array.from({ length: 3 }, (_, h) => probs.slice(h * n, (h + 1) * n)));
-      const out = illavaVision({ hidden, attn, remove: r, clsToken: true });
+      const out = applied(illavaVision({ attn, remove: r, clsToken: true }), hidden);
       expect(out.group!.sources).to.deep.equal(group);
       const kept = [...Array(n).keys()].filter((i) => !group.slice(0, r).includes(i));
       expect(out.keptIndices).to.deep.equal(kept);
@@ -78,7 +71,7 @@ for (const backend of BACKENDS) {
     it('without CLS, token 0 is a candidate', () => {
       const hidden = tf.tensor2d(randomRows(6, 2, 13));
       const attn = constantRowsAttn([[0.01, 0.2, 0.2, 0.2, 0.2, 0.19]]);
-      const out = illavaVision({ hidden, attn, remove: 1, clsToken: false });
+      const out = applied(illavaVision({ attn, remove: 1, clsToken: false }), hidden);
       expect(out.group!.sources).to.deep.equal([0, 5]);
       expect(out.keptIndices).to.deep.equal([1, 2, 3, 4, 5]);
       tf.dispose([hidden, attn, out.hidden]);
@@ -88,7 +81,7 @@ for (const backend of BACKENDS) {
       const rows = randomRows(6, 3, 14);
       const hidden = tf.tensor2d(rows);
       const attn = constantRowsAttn([Array(6).fill(1 / 6), Array(6).fill(1 / 6)]);
-      const out = illavaVision({ hidden, attn, remove: 2, clsToken: true });
+      const out = applied(illavaVision({ attn, remove: 2, clsToken: true }), hidden);
       expect(out.group!.sources).to.deep.equal([5, 4, 3]);
       expect(out.group!.destination).to.equal(3);
       expect(out.keptIndices).to.deep.equal([0, 1, 2, 3]);
@@ -100,13 +93,13 @@ for (const backend of BACKENDS) {
       const rows = randomRows(6, 3, 15);
       const hidden = tf.tensor2d(rows);
       const attn = constantRowsAttn(heads);
-      const out = illavaVision({ hidden, attn, remove: 0, clsToken: true });
+      const out = applied(illavaVision({ attn, remove: 0, clsToken: true }), hidden);
       expect(out.keptIndices).to.deep.equal([0, 1, 2, 3, 4, 5]);
       expect(out.group).to.equal(null);
       expect(out.hidden.arraySync().map(bits)).to.deep.equal(rows.map(bits));
-      expect(() => illavaVision({ hidden, attn, remove: 5, clsToken: true })).to.throw(/cannot remove 5 of 5 candidate tokens/);
-      expect(illavaVision({ hidden, attn, remove: 4, clsToken: true }).keptIndices).to.deep.equal([0, 2]);
-      expect(() => illavaVision({ hidden, attn, remove: 1.5, clsToken: true })).to.throw(/integer/);
+      expect(() => illavaVision({ attn, remove: 5, clsToken: true })).to.throw(/cannot remove 5 of 5 candidate tokens/);
+      expect(applied(illavaVision({ attn, remove: 4, clsToken: true }), hidden).keptIndices).to.deep.equal([0, 2]);
+      expect(() => illavaVision({ attn, remove: 1.5, clsToken: true })).to.throw(/integer/);
       tf.dispose([hidden, attn, out.hidden]);
     });
   });
@@ -123,7 +116,7 @@ for (const backend of BACKENDS) {
     const positionIds = Array.from({ length: 13 }, (_, i) => 100 + i);
     const make = (keep: number, seed: number) => {
       const rows = randomRows(13, 4, seed);
-      const input: LanguageInput = {
+      const input: LanguageInput & { hidden: tf.Tensor2D; positionIds: number[] } = {
         hidden: tf.tensor2d(rows),
         lastRowAttn: tf.tensor2d([mean.map((m, i) => m + delta[i]), mean.map((m, i) => m - delta[i])]),
         spans,
@@ -135,7 +128,7 @@ for (const backend of BACKENDS) {
 
     it('illavaLanguage: per span groups, text untouched, position ids with gaps, new spans', () => {
       const { rows, input, dispose } = make(0.6, 20);
-      const out = illavaLanguage(input);
+      const out = appliedSequence(illavaLanguage(input), input);
       // A: r = round(5 * 0.4) = 2; descending 4, 2, 6, 3, 5 -> group 6 (w1), 3 (w2), 5 (w3) -> dest 6.
       // B: r = round(3 * 0.4) = round(1.2) = 1; descending 10, 9, 11 -> group 9 (w1), 11 (w2) -> dest 9.
       expect(out.groups.map((g) => g.removed)).to.deep.equal([2, 1]);
@@ -156,7 +149,7 @@ for (const backend of BACKENDS) {
 
     it('fastvPrune keeps the same set, drops without recycling', () => {
       const { rows, input, dispose } = make(0.6, 21);
-      const out = fastvPrune(input);
+      const out = appliedSequence(fastvPrune(input), input);
       expect(out.groups.map((g) => g.dropped)).to.deep.equal([[5, 3], [11]]);
       expect(out.keptIndices).to.deep.equal([0, 1, 2, 4, 6, 7, 8, 9, 10, 12]);
       expect(out.positionIds).to.deep.equal([100, 101, 102, 104, 106, 107, 108, 109, 110, 112]);
@@ -169,7 +162,7 @@ for (const backend of BACKENDS) {
     it('keep = 1 is the identity, bit-for-bit', () => {
       for (const fn of [illavaLanguage, fastvPrune]) {
         const { rows, input, dispose } = make(1, 22);
-        const out = fn(input);
+        const out = appliedSequence(fn(input), input);
         expect(out.keptIndices).to.deep.equal([...Array(13).keys()]);
         expect(out.positionIds).to.deep.equal(positionIds);
         expect(out.spans).to.deep.equal(spans);
@@ -182,11 +175,11 @@ for (const backend of BACKENDS) {
     it('tie rule: equal scores in a span, the lower index ranks higher', () => {
       const hidden = tf.tensor2d(randomRows(6, 2, 23));
       const lastRowAttn = tf.tensor2d([[0.5, 0.1, 0.1, 0.1, 0.1, 0.1]]);
-      const input: LanguageInput = { hidden, lastRowAttn, spans: [[1, 5]], keep: 0.5, positionIds: [0, 1, 2, 3, 4, 5] };
-      const il = illavaLanguage(input);
+      const input = { hidden, lastRowAttn, spans: [[1, 5]] as Array<[number, number]>, keep: 0.5, positionIds: [0, 1, 2, 3, 4, 5] };
+      const il = appliedSequence(illavaLanguage(input), input);
       expect(il.groups[0].group!.sources).to.deep.equal([4, 3, 2]);
       expect(il.keptIndices).to.deep.equal([0, 1, 2, 5]);
-      const fv = fastvPrune(input);
+      const fv = appliedSequence(fastvPrune(input), input);
       expect(fv.keptIndices).to.deep.equal([0, 1, 2, 5]);
       tf.dispose([hidden, lastRowAttn, il.hidden, fv.hidden]);
     });
@@ -205,8 +198,8 @@ for (const backend of BACKENDS) {
       const r = rng(24);
       const lastRowAttn = tf.tensor2d([Array.from({ length: t }, () => r())]);
       const input = { hidden, lastRowAttn, spans: [[2, 290]] as Array<[number, number]>, keep: 0.65, positionIds: [...Array(t).keys()] };
-      const il = illavaLanguage(input);
-      const fv = fastvPrune(input);
+      const il = appliedSequence(illavaLanguage(input), input);
+      const fv = appliedSequence(fastvPrune(input), input);
       expect(il.spans).to.deep.equal([[2, 189]]);
       expect(fv.keptIndices).to.deep.equal(il.keptIndices);
       expect(il.hidden.shape).to.deep.equal([2 + 187 + 3, 2]);
@@ -216,7 +209,7 @@ for (const backend of BACKENDS) {
     it('rejects bad shapes and spans', () => {
       const { input, dispose } = make(0.5, 25);
       expect(() => illavaLanguage({ ...input, spans: [[9, 12], [2, 7]] })).to.throw(/sorted, disjoint/);
-      expect(() => illavaLanguage({ ...input, positionIds: [1, 2] })).to.throw(/positionIds has 2 entries/);
+      expect(() => appliedSequence(illavaLanguage(input), { ...input, positionIds: [1, 2] })).to.throw(/positionIds has 2 entries/);
       dispose();
     });
   });

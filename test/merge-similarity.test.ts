@@ -1,8 +1,14 @@
 // Similarity recycling (iLLaVA v2) against a plain-array reference.
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'chai';
-import { BACKENDS, randomRows, bits } from './helpers/merge-data.js';
-import { illavaLanguageSimilarity, illavaVisionSimilarity, similarityRecycle } from '../merge/index.js';
+import { BACKENDS, applied, appliedSequence, randomRows, bits } from './helpers/merge-data.js';
+import { illavaLanguageSimilarity, illavaVisionSimilarity, similarityRecycle, type SimilarityRecycleInput } from '../merge/index.js';
+
+/** similarityRecycle on `features` (also the keys unless given), with its plan applied to them. */
+function recycle(input: Omit<SimilarityRecycleInput, 'keys'> & { features: tf.Tensor2D; keys?: tf.Tensor2D }) {
+  const out = applied(similarityRecycle({ ...input, keys: input.keys ?? input.features }), input.features);
+  return { ...out, features: out.hidden };
+}
 
 const dot = (a: number[], b: number[]) => a.reduce((acc, v, i) => acc + v * b[i], 0);
 
@@ -30,7 +36,7 @@ for (const backend of BACKENDS) {
       // k = 5, pc = round(5 * 0.4) = 2: informative 0, 4, 6; recycling 8, 2; dropped 9, 3, 7, 1, 5.
       const f = tf.tensor2d(x);
       const k = tf.tensor2d(keys);
-      const out = similarityRecycle({ scores, features: f, keys: k, keep: 5, recycleRatio: 0.4, neighbours: 2 });
+      const out = recycle({ scores, features: f, keys: k, keep: 5, recycleRatio: 0.4, neighbours: 2 });
       expect(out.selection.informative).to.deep.equal([0, 4, 6]);
       expect(out.selection.recycling.map((r) => r.token)).to.deep.equal([8, 2]);
       expect(out.selection.dropped).to.deep.equal([9, 3, 7, 1, 5]);
@@ -50,20 +56,20 @@ for (const backend of BACKENDS) {
       const x = randomRows(8, 3, 32);
       const f = tf.tensor2d(x);
       const scores = [0, 8, 7, 6, 5, 4, 3, 2];
-      const out = similarityRecycle({ scores, features: f, keep: 4, protect: [0] }); // pc = max(1, round(0.2)) = 1
+      const out = recycle({ scores, features: f, keep: 4, protect: [0] }); // pc = max(1, round(0.2)) = 1
       expect(out.selection.recycling.map((r) => r.token)).to.deep.equal([4]);
       expect(out.keptIndices).to.deep.equal([0, 1, 2, 3, 4]);
       const ref = recycled(x, x, 4, [5, 6, 7], 5); // only 3 dropped: all absorbed
       expect(out.selection.recycling[0].neighbours).to.deep.equal(ref.nb);
       out.features.arraySync()[4].forEach((v, j) => expect(v).to.be.closeTo(ref.value[j], 1e-5));
       expect(bits(out.features.arraySync()[0])).to.deep.equal(bits(x[0]));
-      expect(() => similarityRecycle({ scores, features: f, keep: 8, protect: [0] })).to.throw(/cannot keep 8 of 7/);
+      expect(() => recycle({ scores, features: f, keep: 8, protect: [0] })).to.throw(/cannot keep 8 of 7/);
       tf.dispose([f, out.features]);
     });
 
     it('tie rule: equal scores and equal similarities prefer the lower index', () => {
       const f = tf.ones([6, 2]) as tf.Tensor2D;
-      const out = similarityRecycle({ scores: [1, 1, 1, 1, 1, 1], features: f, keep: 3, neighbours: 2 });
+      const out = recycle({ scores: [1, 1, 1, 1, 1, 1], features: f, keep: 3, neighbours: 2 });
       expect(out.selection.informative).to.deep.equal([0, 1]);
       expect(out.selection.recycling[0].token).to.equal(2);
       expect(out.selection.recycling[0].neighbours).to.deep.equal([3, 4]);
@@ -75,13 +81,14 @@ for (const backend of BACKENDS) {
       const hidden = tf.tensor2d(x);
       const row = [0.3, 0.1, 0.25, 0.05, 0.2, 0.1]; // received: ties 1 and 5 -> 1 ranks higher
       const attn = tf.tensor3d([row.map(() => row)]);
-      const v = illavaVisionSimilarity({ hidden, attn, remove: 2, clsToken: true });
+      const v = applied(illavaVisionSimilarity({ attn, keys: hidden, remove: 2, clsToken: true }), hidden);
       // Ranking (CLS excluded): 2 (.25), 4 (.2), 1 (.1), 5 (.1), 3 (.05); k = 3: informative 2, 4; recycling 1.
       expect(v.selection.informative).to.deep.equal([2, 4]);
       expect(v.selection.recycling.map((r) => r.token)).to.deep.equal([1]);
       expect(v.keptIndices).to.deep.equal([0, 1, 2, 4]);
       const lastRowAttn = tf.tensor2d([[0.4, 0.1, 0.3, 0.05, 0.05, 0.1]]);
-      const l = illavaLanguageSimilarity({ hidden, lastRowAttn, spans: [[1, 5]], keep: 0.5, positionIds: [0, 1, 2, 3, 4, 5] });
+      const sequence = { hidden, spans: [[1, 5]] as Array<[number, number]>, positionIds: [0, 1, 2, 3, 4, 5] };
+      const l = appliedSequence(illavaLanguageSimilarity({ keys: hidden, lastRowAttn, spans: sequence.spans, keep: 0.5 }), sequence);
       // Span 1..4 scores .1 .3 .05 .05; r = 2, k = 2: informative 2, recycling 1; dropped 3, 4.
       expect(l.keptIndices).to.deep.equal([0, 1, 2, 5]);
       expect(l.spans).to.deep.equal([[1, 3]]);

@@ -2,7 +2,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'chai';
 import { BACKENDS, rng, randomRows, bits } from './helpers/merge-data.js';
-import { proportionalAttentionBias, tomeBipartite } from '../merge/index.js';
+import { applyPlan, keptIndices, proportionalAttentionBias, tomeBipartite, type TomeInput } from '../merge/index.js';
+
+/** tomeBipartite with its plan applied to x: the merged tokens and the sizes as tensors (the caller disposes them). */
+function tome(input: TomeInput & { x: tf.Tensor2D }) {
+  const out = tomeBipartite(input);
+  return { ...out, keptIndices: keptIndices(out.plan), x: applyPlan(out.plan, input.x), size: tf.tensor1d(out.sizes) };
+}
 
 
 /** Plain ToMe: returns src -> dst pairs (A index -> B index), merged x and sizes in original order. */
@@ -51,7 +57,7 @@ for (const backend of BACKENDS) {
       const ref = reference(metricRows, xRows, sizes, 4, true);
       const metric = tf.tensor2d(metricRows);
       const x = tf.tensor2d(xRows);
-      const out = tomeBipartite({ metric, x, size: sizes, remove: 4, clsToken: true });
+      const out = tome({ metric, x, size: sizes, remove: 4, clsToken: true });
       expect(out.matches.map((m) => [m.source, m.destination])).to.deep.equal(ref.pairs);
       expect(out.keptIndices).to.deep.equal(ref.keep);
       expect(Array.from(out.sizes)).to.deep.equal(ref.size);
@@ -71,7 +77,7 @@ for (const backend of BACKENDS) {
       const metric = tf.tensor2d([[1, 0], [0, 1], [-1, -0.2], [1, 0.05]]);
       const xRows = [[1, 1], [2, 2], [3, 3], [5, 5]];
       const x = tf.tensor2d(xRows);
-      const out = tomeBipartite({ metric, x, remove: 1, clsToken: false });
+      const out = tome({ metric, x, remove: 1, clsToken: false });
       expect(out.matches.map((m) => [m.source, m.destination])).to.deep.equal([[0, 3]]);
       expect(out.keptIndices).to.deep.equal([1, 2, 3]);
       expect(out.x.arraySync()).to.deep.equal([[2, 2], [3, 3], [3, 3]]);
@@ -82,7 +88,7 @@ for (const backend of BACKENDS) {
     it('tie rule: lower B index is the match, lower A index merges first', () => {
       const metric = tf.ones([6, 3]) as tf.Tensor2D;
       const x = tf.tensor2d([[0], [1], [2], [3], [4], [5]]);
-      const out = tomeBipartite({ metric, x, remove: 2, clsToken: false });
+      const out = tome({ metric, x, remove: 2, clsToken: false });
       expect(out.matches.map((m) => [m.source, m.destination])).to.deep.equal([[0, 1], [2, 1]]);
       expect(out.keptIndices).to.deep.equal([1, 3, 4, 5]);
       expect(Array.from(out.sizes)).to.deep.equal([3, 1, 1, 1]);
@@ -94,9 +100,9 @@ for (const backend of BACKENDS) {
       const metric = tf.tensor2d(randomRows(5, 2, 43));
       const xRows = randomRows(5, 2, 44);
       const x = tf.tensor2d(xRows);
-      const id = tomeBipartite({ metric, x, remove: 0, clsToken: true });
+      const id = tome({ metric, x, remove: 0, clsToken: true });
       expect(id.x.arraySync().map(bits)).to.deep.equal(xRows.map(bits));
-      expect(() => tomeBipartite({ metric, x, remove: 3, clsToken: true })).to.throw(/at most 2 of 5/);
+      expect(() => tome({ metric, x, remove: 3, clsToken: true })).to.throw(/at most 2 of 5/);
       const bias = proportionalAttentionBias([1, 2, 4]);
       const vals = Array.from(bias.dataSync());
       [0, Math.log(2), Math.log(4)].forEach((v, i) => expect(vals[i]).to.be.closeTo(v, 1e-6));

@@ -1,4 +1,4 @@
-// Token merging inside the model (issue: iLLaVA TokenMerger layers), on the tiny-llava fixture.
+// Token merging inside the model (issue: iLLaVA merge layers), on the tiny-llava fixture.
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 import { LlavaModel, type PixelValues } from '../src/llava.js';

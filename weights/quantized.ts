@@ -109,7 +109,7 @@ function quantizeBlockQ8(fn: string, src: Float32Array, off: number, len: number
 }
 
 /** Throws at the first NaN/Infinity of a [rows][cols] array. */
-function checkFinite(fn: string, what: string, x: Float32Array, rows: number, cols: number): void {
+function checkFinite(fn: string, what: string, x: Float32Array, cols: number): void {
   for (let i = 0; i < x.length; i++) {
     if (!Number.isFinite(x[i])) throw new Error(`${fn}: ${what} has a non-finite value at row ${Math.floor(i / cols)}, col ${i % cols}`);
   }
@@ -123,7 +123,7 @@ export function quantizeMatrix(weight: Float32Array, rows: number, cols: number,
   checkDim(fn, 'cols', cols);
   if (!(weight instanceof Float32Array)) throw new Error(`${fn}: weight must be a Float32Array`);
   if (weight.length !== rows * cols) throw new Error(`${fn}: weight has ${weight.length} values, expected rows*cols = ${rows}*${cols} = ${rows * cols}`);
-  checkFinite(fn, 'weight', weight, rows, cols);
+  checkFinite(fn, 'weight', weight, cols);
   const kp = paddedCols(cols);
   const nb = kp / QK; // blocks per row
   const size = packedBytes(format, rows, cols);
@@ -240,7 +240,7 @@ export function quantizeActivationsQ8(x: Float32Array, M: number, K: number): { 
   checkDim(fn, 'M', M);
   checkDim(fn, 'K', K);
   if (!(x instanceof Float32Array) || x.length !== M * K) throw new Error(`${fn}: x must be a Float32Array of M*K = ${M * K} values, got ${x instanceof Float32Array ? x.length : typeof x}`);
-  checkFinite(fn, 'x', x, M, K);
+  checkFinite(fn, 'x', x, K);
   const kp = paddedCols(K);
   const nb = kp / QK;
   const q = new Int16Array(M * kp);

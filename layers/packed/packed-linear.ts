@@ -139,7 +139,7 @@ export class PackedLinear {
     return this.#runtime;
   }
 
-  /** Values held outside the tensor heap (weights and biases; counted by LlavaModel.parameterCount). */
+  /** Values held outside the tensor heap (weights and biases; counted by parameterCount). */
   get offHeapParameters(): number {
     return this.inFeatures * this.outFeatures + (this.bias ? this.outFeatures : 0);
   }
@@ -250,6 +250,11 @@ export class PackedLinear {
   }
 
   /** Frees nothing in the arena (its memory lives as long as the model's runtime), but makes the layer unusable. */
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.offHeapParameters;
+  }
+
   dispose(): void {
     this.#disposed = true;
     layers.delete(this.id);

@@ -44,6 +44,11 @@ export class PackedGatedMlp {
     return this.down.computeFlat(h, M);
   }
 
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.gateUp.parameterCount() + this.down.parameterCount();
+  }
+
   dispose(): void {
     this.gateUp.dispose();
     this.down.dispose();
@@ -66,6 +71,11 @@ export class PackedTwoLayerMlp {
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => this.fc2.apply(this.act(this.fc1.apply(x))));
+  }
+
+  /** Values of the weights this module holds (on the tensor heap or off it). */
+  parameterCount(): number {
+    return this.fc1.parameterCount() + this.fc2.parameterCount();
   }
 
   dispose(): void {

@@ -5,7 +5,6 @@
 import { vocabularyWords } from './shapes.js';
 
 export const SPECIALS = ['<unk>', '<s>', '</s>', '<pad>', '<image>'] as const;
-export const UNK_ID = 0;
 export const BOS_ID = 1;
 export const EOS_ID = 2;
 export const PAD_ID = 3;

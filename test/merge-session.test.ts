@@ -1,74 +1,73 @@
-// TokenMerger: a vision stage then a language stage on random small tensors, as the model drives it.
+// MergeSession: a vision stage then a language stage on random small tensors, as the model drives
+// its two hooks (the vision-block hook per image, the sequence hook of the prefill).
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'chai';
 import { BACKENDS } from './helpers/merge-data.js';
-import { TokenMerger, type MergeConfig, type MergePresetName, type MergeReport, type ModelShape, type VisionMergeState } from '../merge/index.js';
+import { MergeSession, resolveMergeConfig, type MergeOption, type MergeReport, type ModelShape } from '../merge/index.js';
 
 const TINY: ModelShape = { visionLayersRun: 2, patches: 16, llmLayers: 2 };
 const HEADS = 2;
 const HEAD_DIM = 4;
 
 /** Runs one image through the tiny pipeline; returns the reports and the final sequence. */
-function runPipeline(spec: MergeConfig | MergePresetName, seed: number): { report: MergeReport; spans: Array<[number, number]>; positionIds: number[]; biases: number[] } {
-  const merger = TokenMerger.fromSpec(spec, TINY);
-  let visionState: VisionMergeState = merger.createVisionState(17, true);
+function runPipeline(option: MergeOption, seed: number): { report: MergeReport; spans: Array<[number, number]>; positionIds: number[]; biases: number[] } {
+  const session = new MergeSession(resolveMergeConfig(option, TINY));
+  const vision = session.visionHook(17, true, HEADS);
   let hidden = tf.randomNormal([17, HEADS * HEAD_DIM], 0, 1, 'float32', seed) as tf.Tensor2D;
   const biases: number[] = [];
   for (let layer = 0; layer < TINY.visionLayersRun; layer++) {
-    const needs = merger.visionNeeds(layer);
-    const bias = merger.attentionBias(visionState);
+    const needs = vision?.needs(layer);
+    const block = vision?.block(layer);
+    const bias = block?.keyBias ?? null;
     biases.push(bias ? bias.shape[0] : 0);
-    if (bias) expect(needs.sizeBias).to.equal(true);
+    if (bias) expect(needs?.sizeBias).to.equal(true);
     bias?.dispose();
     const n = hidden.shape[0];
-    const attn = needs.attn ? tf.tidy(() => tf.softmax(tf.randomNormal([HEADS, n, n], 0, 1, 'float32', seed + layer))) as tf.Tensor3D : undefined;
-    const keys = needs.keys ? tf.randomNormal([n, HEADS * HEAD_DIM], 0, 1, 'float32', seed + 10 + layer) as tf.Tensor2D : undefined;
-    if (needs.merge) {
-      const out = merger.mergeVision({ layer, hidden, attn, keys, numHeads: HEADS, state: visionState });
+    const attn = block?.attn ? tf.tidy(() => tf.softmax(tf.randomNormal([HEADS, n, n], 0, 1, 'float32', seed + layer))) as tf.Tensor3D : undefined;
+    const keys = block?.keys ? tf.randomNormal([n, HEADS * HEAD_DIM], 0, 1, 'float32', seed + 10 + layer) as tf.Tensor2D : undefined;
+    if (block?.merge) {
+      const merged = block.merge(hidden, attn, keys);
       hidden.dispose();
-      hidden = out.hidden;
-      visionState = out.state;
+      hidden = merged;
     }
     if (attn) attn.dispose();
     if (keys) keys.dispose();
   }
-  const imageTokens = visionState.tokens - 1; // LLaVA drops the CLS
+  const imageTokens = hidden.shape[0] - 1; // LLaVA drops the CLS
   hidden.dispose();
   // Sequence: 3 text tokens, the image, 4 text tokens.
   const t = 3 + imageTokens + 4;
   let seq = tf.randomNormal([t, 6], 0, 1, 'float32', seed + 20) as tf.Tensor2D;
-  let spans: Array<[number, number]> = [[3, 3 + imageTokens]];
   let positionIds = [...Array(t).keys()];
-  let langState = merger.createLanguageState([visionState]);
-  let lastRow: tf.Tensor2D | null = null;
+  const sequence = session.sequenceHook([[3, 3 + imageTokens]], t - 1);
+  let lastRow: tf.Tensor2D | undefined;
   for (let layer = 0; layer < TINY.llmLayers; layer++) {
-    if (merger.isLlmMergeLayer(layer)) {
-      expect(lastRow).to.not.equal(null);
-      const out = merger.mergeLanguage({ layer, hidden: seq, lastRowAttn: lastRow!, spans, positionIds, state: langState });
+    const out = sequence?.mergeBefore(layer, seq, positionIds, lastRow);
+    if (out) {
+      expect(lastRow).to.not.equal(undefined);
       seq.dispose();
       seq = out.hidden;
-      spans = out.spans;
       positionIds = out.positionIds;
-      langState = out.state;
     }
     lastRow?.dispose();
-    lastRow = merger.llmNeedsLastRow(layer) ? tf.tidy(() => tf.softmax(tf.randomNormal([HEADS, seq.shape[0]], 0, 1, 'float32', seed + 30 + layer))) as tf.Tensor2D : null;
+    lastRow = sequence?.scoreRow(layer) !== undefined ? tf.tidy(() => tf.softmax(tf.randomNormal([HEADS, seq.shape[0]], 0, 1, 'float32', seed + 30 + layer))) as tf.Tensor2D : undefined;
   }
   lastRow?.dispose();
   expect(seq.shape[0]).to.equal(positionIds.length);
   seq.dispose();
-  return { report: merger.reports(langState)[0], spans, positionIds, biases };
+  const spans = (sequence?.state?.spans ?? [[3, 3 + imageTokens]]).map(([s, e]): [number, number] => [s, e]);
+  return { report: session.reports([imageTokens])[0], spans, positionIds, biases };
 }
 
 for (const backend of BACKENDS) {
-  describe(`merge/token-merger [${backend}]`, () => {
+  describe(`merge/session [${backend}]`, () => {
     before(async () => {
       expect(await tf.setBackend(backend)).to.equal(true);
     });
 
     it('illava preset: counts per layer, recycled patches all mapped, no tensor leak', () => {
       const before = tf.memory().numTensors;
-      const { report, spans, positionIds } = runPipeline({ ...TokenMerger.fromSpec('illava', TINY).config, trackSources: true }, 1);
+      const { report, spans, positionIds } = runPipeline({ ...resolveMergeConfig('illava', TINY), trackSources: true }, 1);
       expect(tf.memory().numTensors).to.equal(before);
       expect(report.patches).to.equal(16);
       expect(report.vision).to.deep.equal([{ layer: 0, tokens: 12 }, { layer: 1, tokens: 8 }]);
@@ -108,16 +107,18 @@ for (const backend of BACKENDS) {
     });
 
     it('asks only for what the rule needs, and rejects missing inputs', () => {
-      const merger = TokenMerger.fromSpec('illava', TINY);
-      expect(merger.visionNeeds(0)).to.deep.equal({ merge: true, attn: true, keys: false, sizeBias: false });
-      expect(TokenMerger.fromSpec('tome', TINY).visionNeeds(1)).to.deep.equal({ merge: true, attn: false, keys: true, sizeBias: true });
-      expect(merger.llmNeedsLastRow(0)).to.equal(true);
-      expect(merger.llmNeedsLastRow(1)).to.equal(false);
-      const state = merger.createVisionState(17, true);
+      const session = new MergeSession(resolveMergeConfig('illava', TINY));
+      const hook = session.visionHook(17, true, 2)!;
+      expect(hook.needs(0)).to.deep.equal({ merge: true, attn: true, keys: false, sizeBias: false });
+      expect(new MergeSession(resolveMergeConfig('tome', TINY)).visionHook(17, true, 2)!.needs(1)).to.deep.equal({ merge: true, attn: false, keys: true, sizeBias: true });
+      const sequence = session.sequenceHook([[3, 11]], 14)!;
+      expect(sequence.scoreRow(0) !== undefined).to.equal(true);
+      expect(sequence.scoreRow(1) !== undefined).to.equal(false);
       const hidden = tf.zeros([17, 8]) as tf.Tensor2D;
-      expect(() => merger.mergeVision({ layer: 0, hidden, numHeads: 2, state })).to.throw(/needs the attention probabilities/);
+      const merge = hook.block(0)!.merge!;
+      expect(() => merge(hidden)).to.throw(/needs the attention probabilities/);
       const wrong = tf.zeros([16, 8]) as tf.Tensor2D;
-      expect(() => merger.mergeVision({ layer: 0, hidden: wrong, numHeads: 2, state })).to.throw(/hidden has 16 tokens, the state 17/);
+      expect(() => merge(wrong)).to.throw(/hidden has 16 tokens, the state 17/);
       tf.dispose([hidden, wrong]);
     });
   });
