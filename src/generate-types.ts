@@ -29,9 +29,9 @@ export interface PromptInput {
   addSpecialTokens?: boolean;
 }
 
-export interface GenerateOptions extends PromptInput, SamplingOptions {
-  /** Default 64. */
-  maxNewTokens?: number;
+/** How the decode loop runs and stops (src/generation.ts); generate() takes the same with maxNewTokens optional. */
+export interface DecodeOptions {
+  maxNewTokens: number;
   /** Stop when the generated text ends with one of these (the stop string is not returned). */
   stop?: string[];
   /** Stop at these token ids (default: the EOS id). */
@@ -42,8 +42,13 @@ export interface GenerateOptions extends PromptInput, SamplingOptions {
   useCache?: boolean;
   /** Also return the logits [vocab] that chose each generated token. */
   returnLogits?: boolean;
-  /** Cancels the call between tokens (it rejects with the signal's reason); see src/server.ts. */
+  /** Cancels the call between tokens (it rejects with the signal's reason; each step then yields to the event loop first); see src/server.ts. */
   signal?: AbortSignal;
+}
+
+export interface GenerateOptions extends PromptInput, SamplingOptions, Omit<DecodeOptions, 'maxNewTokens'> {
+  /** Default 64. */
+  maxNewTokens?: number;
 }
 
 export interface StageTimings {

@@ -6,6 +6,7 @@ import type { LlamaDecoder } from './decoder.js';
 import type { MergeSession } from '../merge/index.js';
 import type { TokenSampler } from './sampling.js';
 import { createStreamDecoder, type LlavaTokenizer } from './tokenizer.js';
+import type { DecodeOptions } from './generate-types.js';
 
 /** A prompt turned into decoder input: embeddings with the images spliced in. */
 export interface PreparedPrompt {
@@ -16,17 +17,6 @@ export interface PreparedPrompt {
   spans: Array<[number, number]>;
   session: MergeSession;
   timings: { preprocessMs: number; visionMs: number };
-}
-
-export interface DecodeOptions {
-  maxNewTokens: number;
-  stop?: string[];
-  stopIds?: number[];
-  onToken?: (text: string, tokenId: number) => void;
-  useCache?: boolean;
-  returnLogits?: boolean;
-  /** Aborts between tokens (the call rejects with the signal's reason); with a signal each step yields to the event loop first. */
-  signal?: AbortSignal;
 }
 
 export interface Decoded {
