@@ -91,9 +91,9 @@ export function tensorSpecs(config: LlavaConfig): Map<string, RandomSpec> {
     const p = `${L}layers.${i}.`;
     norm(`${p}input_layernorm`, D, false);
     norm(`${p}post_attention_layernorm`, D, false);
-    linear(`${p}self_attn.q_proj`, D, q, t.attentionBias);
-    linear(`${p}self_attn.k_proj`, D, kv, t.attentionBias);
-    linear(`${p}self_attn.v_proj`, D, kv, t.attentionBias);
+    linear(`${p}self_attn.q_proj`, D, q, t.qkvBias);
+    linear(`${p}self_attn.k_proj`, D, kv, t.qkvBias);
+    linear(`${p}self_attn.v_proj`, D, kv, t.qkvBias);
     linear(`${p}self_attn.o_proj`, q, D, t.attentionBias);
     linear(`${p}mlp.gate_proj`, D, t.intermediateSize, t.mlpBias);
     linear(`${p}mlp.up_proj`, D, t.intermediateSize, t.mlpBias);

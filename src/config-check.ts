@@ -2,7 +2,7 @@
 // buffers, the embedding table), they are bounded and checked against the shapes the checkpoint's
 // headers declare (no tensor data is read). Errors name the config field and the tensor.
 import { CANONICAL_PREFIX, type WeightSource } from '../weights/index.js';
-import type { LlavaConfig } from './config.js';
+import { visionTokens, type LlavaConfig } from './config.js';
 
 /** Upper bounds well above every released LLaVA/LLaMA/CLIP size. */
 export const CONFIG_LIMITS = {
@@ -37,10 +37,9 @@ export function checkConfigAgainstWeights(config: LlavaConfig, source: WeightSou
   if (v.patchSize > v.imageSize) throw new Error(`config.json: vision_config.patch_size ${v.patchSize} is larger than image_size ${v.imageSize}`);
   const V = CANONICAL_PREFIX.vision;
   const L = CANONICAL_PREFIX.language;
-  const grid = Math.floor(v.imageSize / v.patchSize);
   const expect: Array<[string, number[], string]> = [
     [`${V}embeddings.patch_embedding.weight`, [v.hiddenSize, v.numChannels, v.patchSize, v.patchSize], 'vision_config hidden_size, num_channels, patch_size'],
-    [`${V}embeddings.position_embedding.weight`, [grid * grid + 1, v.hiddenSize], 'vision_config image_size / patch_size, hidden_size'],
+    [`${V}embeddings.position_embedding.weight`, [visionTokens(config), v.hiddenSize], 'vision_config image_size / patch_size, hidden_size'],
     [`${V}encoder.layers.0.mlp.fc1.weight`, [v.intermediateSize, v.hiddenSize], 'vision_config intermediate_size, hidden_size'],
     [`${L}embed_tokens.weight`, [t.vocabSize, t.hiddenSize], 'text_config vocab_size, hidden_size'],
     [`${L}layers.0.self_attn.q_proj.weight`, [t.numHeads * t.headDim, t.hiddenSize], 'text_config num_attention_heads x head_dim, hidden_size'],

@@ -105,6 +105,12 @@ export interface WeightLayout {
   warnings: string[];
 }
 
+/** LlavaModel runs LLaVA-1.5 only so far: other model types stop here with what is missing. */
+function requireLlava15(config: LlavaConfig, name: string): void {
+  if (config.modelType === 'llava') return;
+  throw new Error(`${name}: model_type '${config.modelType}' loads as modules only (loadModules: SigLIP tower, projector, Qwen2 decoder); anyres image processing, feature packing and its chat template are not implemented yet`);
+}
+
 export class LlavaModel {
   /** LoadOptions.maxImagePixels. */
   maxImagePixels = DEFAULT_MAX_IMAGE_PIXELS;
@@ -140,6 +146,7 @@ export class LlavaModel {
   static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<LlavaModel> {
     await selectBackend(options.backend);
     const config = readLlavaConfig(dir);
+    requireLlava15(config, dir);
     const tokenizer = await LlavaTokenizer.fromDir(dir);
     const imageProcessor = await ImageProcessor.fromFile(dir);
     const chatTemplate = readChatTemplate(dir);
@@ -161,6 +168,7 @@ export class LlavaModel {
   static async fromParts(parts: ModelParts, options: LoadOptions = {}): Promise<LlavaModel> {
     const backend = await selectBackend(options.backend);
     const { config, source, tokenizer, imageProcessor } = parts;
+    requireLlava15(config, parts.name);
     if (tokenizer.imageTokenId !== config.imageTokenIndex) {
       throw new Error(`${parts.name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
     }

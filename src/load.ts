@@ -1,4 +1,5 @@
-// WeightSource + LlavaConfig -> the tfjs modules of a LLaVA-1.5 model.
+// WeightSource + LlavaConfig -> the tfjs modules of a LLaVA-1.5 model (CLIP + LLaMA) or of a
+// LLaVA-OneVision model's SigLIP tower, projector and Qwen2 decoder.
 //
 // Every tensor's shape is checked against config.json before use; linear weights are transposed
 // to [in, out] on the host (wasm's fast matmul path) and q/k/v (and gate/up) are packed side by
@@ -204,8 +205,8 @@ function buildDecoderLayer(reader: ParamReader, config: LlavaConfig, i: number, 
   const format = reader.packed?.decoder ?? null;
   const qkvNames = ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}`);
   const qkv = format
-    ? reader.packedTorch(qkvNames, D, [qDim, kvDim, kvDim], t.attentionBias, w, format, headBlocks(t.numHeads, 2 * t.numKvHeads, t.headDim))
-    : reader.packedLinear(qkvNames, D, [qDim, kvDim, kvDim], t.attentionBias, w);
+    ? reader.packedTorch(qkvNames, D, [qDim, kvDim, kvDim], t.qkvBias, w, format, headBlocks(t.numHeads, 2 * t.numKvHeads, t.headDim))
+    : reader.packedLinear(qkvNames, D, [qDim, kvDim, kvDim], t.qkvBias, w);
   const I = t.intermediateSize;
   const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
   let mlp: GatedMlp | ParallelMlp | PackedGatedMlp;
@@ -226,8 +227,12 @@ function buildDecoderLayer(reader: ParamReader, config: LlavaConfig, i: number, 
 
 /** Number of tensors loadModules reads (for progress bars). */
 function tensorCount(config: LlavaConfig): number {
-  const lm = config.text.tieWordEmbeddings ? 0 : 1;
-  return 6 + visionLayersRun(config) * 16 + (config.projectorBias ? 4 : 2) + 2 + lm + config.text.numLayers * 9;
+  const t = config.text;
+  const lm = t.tieWordEmbeddings ? 0 : 1;
+  // CLIP: patch conv, CLS, positions, pre-LN weight and bias; SigLIP: patch conv and bias, positions.
+  const embeddings = config.vision.kind === 'clip' ? 5 : 3;
+  const perLayer = 9 + (t.qkvBias ? 3 : 0) + (t.attentionBias ? 1 : 0) + (t.mlpBias ? 3 : 0);
+  return embeddings + visionLayersRun(config) * 16 + (config.projectorBias ? 4 : 2) + 2 + lm + t.numLayers * perLayer;
 }
 
 export interface LoadModulesOptions {
@@ -272,12 +277,15 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
   const C = c.hiddenSize;
   const grid = c.imageSize / c.patchSize;
   const why = `vision_config hidden_size=${C}`;
+  const clip = c.kind === 'clip';
   const conv = reader.read(`${V}embeddings.patch_embedding.weight`, [C, c.numChannels, c.patchSize, c.patchSize], `${why}, patch_size=${c.patchSize}`);
-  const patch = PatchEmbedding.fromTorch(conv, C, c.numChannels, c.patchSize);
-  reader.track(patch.weight);
-  const cls = reader.track(tf.tensor2d(reader.read(`${V}embeddings.class_embedding`, [C], why), [1, C]));
-  const pos = reader.track(tf.tensor2d(reader.read(`${V}embeddings.position_embedding.weight`, [grid * grid + 1, C], `${why}, ${grid * grid} patches + CLS`), [grid * grid + 1, C]));
-  const pre = reader.layerNorm(`${V}pre_layrnorm`, C, c.layerNormEps, why);
+  const convBias = clip ? null : reader.read(`${V}embeddings.patch_embedding.bias`, [C], why);
+  const patch = reader.track(PatchEmbedding.fromTorch(conv, C, c.numChannels, c.patchSize, convBias));
+  const cls = clip ? reader.track(tf.tensor2d(reader.read(`${V}embeddings.class_embedding`, [C], why), [1, C])) : null;
+  const tokens = grid * grid + (clip ? 1 : 0);
+  const pos = reader.track(tf.tensor2d(reader.read(`${V}embeddings.position_embedding.weight`, [tokens, C], `${why}, ${grid * grid} patches${clip ? ' + CLS' : ''}`), [tokens, C]));
+  // SigLIP has no pre-LN (and its post_layernorm is not part of LLaVA's features).
+  const pre = clip ? reader.layerNorm(`${V}pre_layrnorm`, C, c.layerNormEps, why) : null;
   const act = activation(c.hiddenAct);
   const layers: ClipEncoderLayer[] = [];
   const format = reader.packed?.vision ?? null;
@@ -303,7 +311,7 @@ function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
       )),
     );
   }
-  return new VisionTower(patch, cls, pos, pre, layers, c.numHeads, config.visionFeatureSelectStrategy === 'default');
+  return new VisionTower(patch, cls, pos, pre, layers, c.numHeads, clip && config.visionFeatureSelectStrategy === 'default');
 }
 
 function loadProjector(reader: ParamReader, config: LlavaConfig): Projector {

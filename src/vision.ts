@@ -1,5 +1,7 @@
-// CLIP vision tower (HF CLIPVisionModel) up to LLaVA's feature layer, one image at a time,
-// with token merging plugged in between the attention residual and the MLP of chosen blocks.
+// CLIP vision tower (HF CLIPVisionModel) or SigLIP vision tower (HF SiglipVisionModel: no CLS, no
+// pre-LN, patch conv with bias; same pre-norm encoder blocks) up to LLaVA's feature layer, one
+// image (tile) at a time, with token merging plugged in between the attention residual and the MLP
+// of chosen blocks (CLIP only for now).
 import * as tf from '@tensorflow/tfjs-core';
 import { ClipAttention, LayerNorm, PatchEmbedding, TwoLayerMlp } from '../layers/index.js';
 import type { ParallelMlp } from '../layers/parallel.js';
@@ -54,28 +56,35 @@ export class ClipEncoderLayer {
 export class VisionTower {
   constructor(
     readonly patchEmbedding: PatchEmbedding,
-    /** [1, C] */
-    readonly classEmbedding: tf.Tensor2D,
-    /** [N + 1, C] */
+    /** [1, C]; null for SigLIP (no CLS). */
+    readonly classEmbedding: tf.Tensor2D | null,
+    /** [N + 1, C] with a CLS, else [N, C] */
     readonly positionEmbedding: tf.Tensor2D,
-    readonly preLayerNorm: LayerNorm,
+    /** CLIP's pre_layrnorm; null for SigLIP. */
+    readonly preLayerNorm: LayerNorm | null,
     /** Only the blocks up to the feature layer: the rest never run, so they are never loaded. */
     readonly layers: ClipEncoderLayer[],
     readonly numHeads: number,
     readonly dropCls: boolean,
   ) {}
 
-  /** Tokens entering the encoder: the CLS, then the patches. */
+  /** Tokens entering the encoder: the CLS (if any), then the patches. */
   get tokens(): number {
     return this.positionEmbedding.shape[0];
   }
 
   /** pixels [3, H, W] -> features [N', C] (CLS dropped with the 'default' strategy); each block does what the merge hook asks. */
   forward(pixels: tf.Tensor3D, hook?: VisionHook): tf.Tensor2D {
+    // The vision merge rules take token 0 as the CLS; CLS-free towers need per-tile rules first.
+    if (hook && !this.classEmbedding) throw new Error('token merging in a vision tower without a CLS token (SigLIP) is not supported yet');
     let x = tf.tidy(() => {
       const patches = this.patchEmbedding.apply(pixels);
-      const tokens = tf.concat([this.classEmbedding, patches], 0);
-      return this.preLayerNorm.apply(tf.add(tokens, this.positionEmbedding) as tf.Tensor2D);
+      const tokens = this.classEmbedding ? tf.concat([this.classEmbedding, patches], 0) : patches;
+      if (tokens.shape[0] !== this.positionEmbedding.shape[0]) {
+        throw new Error(`vision tower: ${tokens.shape[0]} tokens but ${this.positionEmbedding.shape[0]} position embeddings (image ${pixels.shape[2]}x${pixels.shape[1]})`);
+      }
+      const embedded = tf.add(tokens, this.positionEmbedding) as tf.Tensor2D;
+      return this.preLayerNorm ? this.preLayerNorm.apply(embedded) : embedded;
     });
     this.layers.forEach((layer, index) => {
       const block = hook?.block(index);
@@ -92,14 +101,14 @@ export class VisionTower {
 
   /** Values of the weights this module holds (on the tensor heap or off it). */
   parameterCount(): number {
-    return this.patchEmbedding.parameterCount() + this.classEmbedding.size + this.positionEmbedding.size + this.preLayerNorm.parameterCount() + this.layers.reduce((n, l) => n + l.parameterCount(), 0);
+    return this.patchEmbedding.parameterCount() + (this.classEmbedding?.size ?? 0) + this.positionEmbedding.size + (this.preLayerNorm?.parameterCount() ?? 0) + this.layers.reduce((n, l) => n + l.parameterCount(), 0);
   }
 
   dispose(): void {
     this.patchEmbedding.dispose();
-    this.classEmbedding.dispose();
+    this.classEmbedding?.dispose();
     this.positionEmbedding.dispose();
-    this.preLayerNorm.dispose();
+    this.preLayerNorm?.dispose();
     this.layers.forEach((l) => l.dispose());
   }
 }

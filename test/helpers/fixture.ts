@@ -77,3 +77,24 @@ export function topK(values: ArrayLike<number>, k: number): number[] {
     .sort((x, y) => values[y] - values[x] || x - y)
     .slice(0, k);
 }
+
+/** The copied slice of the tiny-llava-onevision fixture (test/fixtures/tiny-llava-onevision/SLICE.md). */
+export const TINY_ONEVISION_DIR = join(REPO_ROOT, 'test/fixtures/tiny-llava-onevision');
+
+let onevisionTable: Record<string, ExpectedArray> | undefined;
+let onevisionBin: Buffer | undefined;
+
+/** One array of the onevision slice (expected-slice.bin), by name: float32 as Float32Array, int32 as Int32Array. */
+export function onevisionArray(name: string): { data: Float32Array | Int32Array; shape: number[] } {
+  onevisionTable ??= Object.fromEntries(
+    (JSON.parse(readFileSync(join(TINY_ONEVISION_DIR, 'expected-slice.json'), 'utf8')) as { arrays: Array<ExpectedArray & { name: string }> }).arrays.map((a) => [a.name, a]),
+  );
+  const entry = onevisionTable[name];
+  if (!entry) throw new Error(`expected-slice.bin has no array '${name}'`);
+  onevisionBin ??= readFileSync(join(TINY_ONEVISION_DIR, 'expected-slice.bin'));
+  const bytes = onevisionBin.subarray(entry.offset, entry.offset + entry.nbytes);
+  const n = entry.nbytes / 4;
+  const data = entry.dtype === 'int32' ? new Int32Array(n) : new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = entry.dtype === 'int32' ? bytes.readInt32LE(i * 4) : bytes.readFloatLE(i * 4);
+  return { data, shape: entry.shape };
+}
