@@ -151,7 +151,8 @@ export function parseLlavaConfig(json: unknown): LlavaConfig {
     hiddenAct: v.str('hidden_act', siglip ? 'gelu_pytorch_tanh' : 'quick_gelu'),
   };
   divisible(vision.hiddenSize, vision.numHeads, 'vision_config.hidden_size must split evenly into num_attention_heads');
-  divisible(vision.imageSize, vision.patchSize, 'vision_config.image_size must be a multiple of patch_size');
+  // SigLIP's stride-p conv ignores the rest (so400m: 384 px, patch 14 -> 27 x 27); CLIP's image sizes divide.
+  if (!siglip) divisible(vision.imageSize, vision.patchSize, 'vision_config.image_size must be a multiple of patch_size');
 
   const t = root.section('text_config');
   const expectedText = onevision ? 'qwen2' : 'llama';
@@ -263,7 +264,7 @@ export function visionTokens(config: LlavaConfig): number {
 
 /** Patches per image (CLS not counted). */
 export function patchesPerImage(config: LlavaConfig): number {
-  const g = config.vision.imageSize / config.vision.patchSize;
+  const g = Math.floor(config.vision.imageSize / config.vision.patchSize);
   return g * g;
 }
 

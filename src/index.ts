@@ -4,7 +4,11 @@ export type { GenerateOptions, GenerateOutput, ImageInput, LoadOptions, ModelPar
 export { selectBackend, activeBackend, BACKEND_NAMES } from './backend.js';
 export type { BackendChoice, BackendName } from './backend.js';
 export { parseLlavaConfig, readLlavaConfig, visionLayersRun, patchesPerImage } from './config.js';
-export type { LlavaConfig, TextConfig, VisionConfig } from './config.js';
+export type { AnyresConfig, LlavaConfig, TextConfig, VisionConfig } from './config.js';
+export { loadModules } from './load.js';
+export type { LoadedModules } from './load.js';
+export { packedLayout, packImageFeatures, packVideoFeatures, selectBestResolution, tileCount, videoTokenCount } from './anyres.js';
+export type { PackedLayout } from './anyres.js';
 export { loadImage } from './image.js';
 export type { RgbImage } from './image.js';
 export { ImageProcessor } from './preprocess.js';

@@ -232,7 +232,8 @@ function tensorCount(config: LlavaConfig): number {
   // CLIP: patch conv, CLS, positions, pre-LN weight and bias; SigLIP: patch conv and bias, positions.
   const embeddings = config.vision.kind === 'clip' ? 5 : 3;
   const perLayer = 9 + (t.qkvBias ? 3 : 0) + (t.attentionBias ? 1 : 0) + (t.mlpBias ? 3 : 0);
-  return embeddings + visionLayersRun(config) * 16 + (config.projectorBias ? 4 : 2) + 2 + lm + t.numLayers * perLayer;
+  const projector = (config.projectorBias ? 4 : 2) + (config.anyres ? 1 : 0); // + image_newline
+  return embeddings + visionLayersRun(config) * 16 + projector + 2 + lm + t.numLayers * perLayer;
 }
 
 export interface LoadModulesOptions {
@@ -275,12 +276,12 @@ export function loadModules(source: WeightSource, config: LlavaConfig, onProgres
 function loadVision(reader: ParamReader, config: LlavaConfig): VisionTower {
   const c = config.vision;
   const C = c.hiddenSize;
-  const grid = c.imageSize / c.patchSize;
+  const grid = Math.floor(c.imageSize / c.patchSize); // SigLIP: a remainder fills no patch
   const why = `vision_config hidden_size=${C}`;
   const clip = c.kind === 'clip';
   const conv = reader.read(`${V}embeddings.patch_embedding.weight`, [C, c.numChannels, c.patchSize, c.patchSize], `${why}, patch_size=${c.patchSize}`);
   const convBias = clip ? null : reader.read(`${V}embeddings.patch_embedding.bias`, [C], why);
-  const patch = reader.track(PatchEmbedding.fromTorch(conv, C, c.numChannels, c.patchSize, convBias));
+  const patch = reader.track(PatchEmbedding.fromTorch(conv, C, c.numChannels, c.patchSize, convBias, !clip));
   const cls = clip ? reader.track(tf.tensor2d(reader.read(`${V}embeddings.class_embedding`, [C], why), [1, C])) : null;
   const tokens = grid * grid + (clip ? 1 : 0);
   const pos = reader.track(tf.tensor2d(reader.read(`${V}embeddings.position_embedding.weight`, [tokens, C], `${why}, ${grid * grid} patches${clip ? ' + CLS' : ''}`), [tokens, C]));
@@ -324,7 +325,8 @@ function loadProjector(reader: ParamReader, config: LlavaConfig): Projector {
   const mlp = format
     ? new PackedTwoLayerMlp(reader.packedTorch([`${P}linear_1`], Cv, [D], bias, why, format), reader.packedTorch([`${P}linear_2`], D, [D], bias, why, format), act)
     : new TwoLayerMlp(reader.linear(`${P}linear_1`, Cv, D, bias, why), reader.linear(`${P}linear_2`, D, D, bias, why), act);
-  return reader.track(new Projector(mlp));
+  const newline = config.anyres ? reader.vector('image_newline', D, `text hidden_size=${D}`) : null;
+  return reader.track(new Projector(mlp, newline));
 }
 
 function loadDecoder(reader: ParamReader, config: LlavaConfig): LlamaDecoder {

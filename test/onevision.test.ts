@@ -1,21 +1,22 @@
 // LLaVA-OneVision's modules (SigLIP tower, projector, Qwen2 decoder) against the tiny-llava-onevision
 // fixture, whose references come from independent float64 implementations (timm's SigLIP, llama2.c
 // with biases; see test/fixtures/tiny-llava-onevision/SLICE.md). The model is fed the stored
-// pixel_values, and the decoder the stored packed image / video features: anyres preprocessing and
-// packing are not implemented yet.
+// pixel_values (anyres preprocessing is not implemented yet), and the decoder the stored packed
+// image / video features (packing itself: onevision-packing.test.ts).
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { selectBackend } from '../src/backend.js';
-import { parseLlavaConfig, readLlavaConfig, type LlavaConfig } from '../src/config.js';
-import { loadModules, type LoadedModules } from '../src/load.js';
+import { parseLlavaConfig, patchesPerImage, readLlavaConfig, type LlavaConfig } from '../src/config.js';
+import { PatchEmbedding } from '../layers/index.js';
+import type { LoadedModules } from '../src/load.js';
 import { LlavaModel } from '../src/llava.js';
 import { KVCache } from '../layers/kv-cache.js';
 import type { VisionHook } from '../merge/index.js';
-import { openWeights } from '../weights/index.js';
 import { maxAbsDiff, onevisionArray, relativeL2, topK, TINY_ONEVISION_DIR } from './helpers/fixture.js';
 import { rejects } from './helpers/assert.js';
+import { disposeModules, loadOnevisionModules, onevisionFloats } from './helpers/onevision.js';
 
 /** The fixture README's suggestion for float32: max |diff| <= 1e-4 on features and logits; issue 12 also asks for relative L2 <= 1e-4. */
 const TOLERANCE = 1e-4;
@@ -25,11 +26,7 @@ const TILE_VALUES = 3 * TILE * TILE;
 interface Run { last_top5_ids: number[]; greedy_ids: number[]; greedy_step_top16: Array<{ ids: number[]; logits: number[] }>; feature_positions: [number, number] | null }
 const expected = JSON.parse(readFileSync(join(TINY_ONEVISION_DIR, 'expected.json'), 'utf8')) as { runs: Record<'image_a' | 'video' | 'text', Run> };
 
-function floats(name: string): Float32Array {
-  const { data } = onevisionArray(name);
-  if (!(data instanceof Float32Array)) throw new Error(`${name} is not float32`);
-  return data;
-}
+const floats = onevisionFloats;
 
 function ids(name: string): number[] {
   return Array.from(onevisionArray(name).data);
@@ -50,18 +47,9 @@ describe('LLaVA-OneVision modules on tiny-llava-onevision', function () {
   before(async () => {
     await selectBackend('wasm');
     config = readLlavaConfig(TINY_ONEVISION_DIR);
-    const source = openWeights(TINY_ONEVISION_DIR);
-    try {
-      modules = loadModules(source, config);
-    } finally {
-      source.close();
-    }
+    modules = loadOnevisionModules();
   });
-  after(() => {
-    modules?.vision.dispose();
-    modules?.projector.dispose();
-    modules?.decoder.dispose();
-  });
+  after(() => disposeModules(modules));
 
   it('reads the llava_onevision config.json: SigLIP, Qwen2, anyres settings', () => {
     expect(config.modelType).to.equal('llava_onevision');
@@ -72,6 +60,26 @@ describe('LLaVA-OneVision modules on tiny-llava-onevision', function () {
     expect(config.anyres?.videoTokenIndex).to.equal(151647);
     expect(config.anyres?.imageGridPinpoints).to.have.length(36);
     expect(config.anyres?.imageGridPinpoints[1]).to.deep.equal([42, 84]);
+  });
+
+  it("takes SigLIP-so400m's 384 px / patch 14 as 27 x 27 = 729 patches (the conv ignores the last 6 pixels)", () => {
+    const json = configJson();
+    Object.assign(json.vision_config as Record<string, unknown>, { image_size: 384, patch_size: 14 });
+    json.image_grid_pinpoints = [[384, 768]];
+    expect(patchesPerImage(parseLlavaConfig(json))).to.equal(729);
+    // The patch embedding drops the remainder exactly like a cropped image.
+    const weight = Float32Array.from({ length: 5 * 3 * 14 * 14 }, (_, i) => Math.sin(i));
+    const bias = Float32Array.from([1, 2, 3, 4, 5]);
+    const embed = PatchEmbedding.fromTorch(weight, 5, 3, 14, bias, true);
+    const image = tf.randomUniform([3, 30, 31], -1, 1, 'float32', 7) as tf.Tensor3D;
+    const cropped = tf.slice(image, [0, 0, 0], [3, 28, 28]);
+    const a = embed.apply(image);
+    const b = embed.apply(cropped);
+    expect(a.shape).to.deep.equal([4, 5]);
+    expect(maxAbsDiff(a.dataSync(), b.dataSync())).to.equal(0);
+    expect(() => PatchEmbedding.fromTorch(weight, 5, 3, 14).apply(image)).to.throw('image 31x30 is not a multiple of the patch size 14');
+    tf.dispose([image, cropped, a, b]);
+    embed.dispose();
   });
 
   it('rejects what is not supported with one-line errors', () => {
@@ -93,7 +101,7 @@ describe('LLaVA-OneVision modules on tiny-llava-onevision', function () {
   });
 
   it('LlavaModel.fromPretrained says what is missing for llava_onevision', async () => {
-    await rejects(LlavaModel.fromPretrained(TINY_ONEVISION_DIR, { backend: 'wasm' }), /model_type 'llava_onevision' loads as modules only .*anyres image processing, feature packing and its chat template are not implemented yet/);
+    await rejects(LlavaModel.fromPretrained(TINY_ONEVISION_DIR, { backend: 'wasm' }), /model_type 'llava_onevision' runs as modules only so far .*not wired into LlavaModel yet/);
   });
 
   for (const [name, pixelsName, featuresName, projectedName, tiles] of [

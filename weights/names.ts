@@ -5,11 +5,13 @@
 //   language_model.lm_head.weight   (output head)
 //   vision_tower.vision_model.*     (CLIP vision tower)
 //   multi_modal_projector.*         (projector)
+//   image_newline                   (anyres models)
 // The new scheme (transformers >= 4.52) moved the submodules under `model.`:
 //   model.language_model.X        -> language_model.model.X
 //   model.vision_tower.X          -> vision_tower.X
 //   model.multi_modal_projector.X -> multi_modal_projector.X
 //   lm_head.weight                -> language_model.lm_head.weight
+//   model.image_newline           -> image_newline
 // Names matching neither scheme are kept as they are (extras the model may ignore).
 
 const NEW_TO_OLD_PREFIXES: ReadonlyArray<readonly [string, string]> = [
@@ -17,6 +19,7 @@ const NEW_TO_OLD_PREFIXES: ReadonlyArray<readonly [string, string]> = [
   ['model.vision_tower.', 'vision_tower.'],
   ['model.multi_modal_projector.', 'multi_modal_projector.'],
   ['lm_head.', 'language_model.lm_head.'],
+  ['model.image_newline', 'image_newline'],
 ];
 
 /** Canonical (old-scheme) name of a tensor name in either scheme. */
