@@ -7,6 +7,9 @@
 // <image> ids a prompt is expanded to is the number of feature rows packImageFeatures returns.
 import * as tf from '@tensorflow/tfjs-core';
 import type { AnyresConfig, LlavaConfig } from './config.js';
+import { validateRgbImage, type RgbImage } from './image.js';
+import { ImageProcessor, type PreprocessorConfig } from './preprocess.js';
+import { cropImage, resize } from './resample.js';
 
 /** HF select_best_resolution: the (height, width) pinpoint keeping the most of the image, then wasting the least. */
 export function selectBestResolution(height: number, width: number, pinpoints: ReadonlyArray<readonly [number, number]>): [number, number] {
@@ -155,4 +158,56 @@ export function packVideoFeatures(config: LlavaConfig, projected: tf.Tensor3D, n
     const small = tf.image.resizeBilinear(tf.reshape(projected, [frames, side, side, D]) as tf.Tensor4D, [pooled, pooled], false, true);
     return tf.concat([tf.reshape(small, [frames * pooled * pooled, D]), tf.reshape(nl, [1, D])], 0) as tf.Tensor2D;
   });
+}
+
+/**
+ * LlavaOnevisionImageProcessor's per-tile steps (size, resample, rescale, normalize) from its
+ * preprocessor_config.json. Its `do_pad` means the anyres canvas padding (done by
+ * anyresPixelValues), not LLaVA-1.5's pad-to-square, so it is not passed on; it has no centre crop.
+ */
+export function anyresTileProcessor(cfg: PreprocessorConfig): ImageProcessor {
+  const { do_pad: _pad, image_grid_pinpoints: _pinpoints, ...rest } = cfg;
+  return ImageProcessor.fromConfig({ ...rest, do_pad: false, do_center_crop: false });
+}
+
+/** What anyresPixelValues returns. */
+export interface AnyresPixels {
+  /** [tiles, 3, tile, tile]: the base image (resized straight to the tile), then the grid tiles row-major. */
+  pixelValues: Float32Array;
+  tiles: number;
+  /** The uint8 canvas after the aspect-keeping resize and the centred zero padding (before tiling). */
+  canvas: RgbImage;
+}
+
+/**
+ * HF LlavaOnevisionImageProcessor (slow PIL path) on one image: best resolution over the
+ * pinpoints, aspect-keeping resize (get_patch_output_size) with the processor's resampler, centred
+ * zero padding, tiles row-major, the base image first; every tile through `tileProcessor`.
+ */
+export function anyresPixelValues(config: LlavaConfig, tileProcessor: ImageProcessor, img: RgbImage): AnyresPixels {
+  validateRgbImage(img);
+  const anyres = anyresOf(config);
+  const tile = config.vision.imageSize;
+  const out = tileProcessor.fixedOutputSize();
+  if (!out || out.width !== tile || out.height !== tile) throw new Error(`anyres: the tile processor must give ${tile}x${tile} tiles (vision_config.image_size), got ${out ? `${out.width}x${out.height}` : 'a size that depends on the input'}`);
+  const { width: W, height: H } = img;
+  const [bestH, bestW] = selectBestResolution(H, W, anyres.imageGridPinpoints);
+  let newW: number;
+  let newH: number;
+  if (bestW / W < bestH / H) {
+    newW = bestW;
+    newH = Math.min(Math.ceil((H * bestW) / W), bestH);
+  } else {
+    newH = bestH;
+    newW = Math.min(Math.ceil((W * bestH) / H), bestW);
+  }
+  const filter = tileProcessor.settings.filter;
+  const resized = resize(img, newW, newH, filter);
+  const canvas = cropImage(resized, -Math.floor((bestW - newW) / 2), -Math.floor((bestH - newH) / 2), bestW, bestH, [0, 0, 0]);
+  const pieces: RgbImage[] = [resize(img, tile, tile, filter)];
+  for (let r = 0; r < bestH / tile; r++) for (let c = 0; c < bestW / tile; c++) pieces.push(cropImage(canvas, c * tile, r * tile, tile, tile));
+  const plane = 3 * tile * tile;
+  const pixelValues = new Float32Array(pieces.length * plane);
+  pieces.forEach((piece, i) => pixelValues.set(tileProcessor.preprocess(piece).pixelValues, i * plane));
+  return { pixelValues, tiles: pieces.length, canvas };
 }

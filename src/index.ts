@@ -7,8 +7,8 @@ export { parseLlavaConfig, readLlavaConfig, visionLayersRun, patchesPerImage } f
 export type { AnyresConfig, LlavaConfig, TextConfig, VisionConfig } from './config.js';
 export { loadModules } from './load.js';
 export type { LoadedModules } from './load.js';
-export { packedLayout, packImageFeatures, packVideoFeatures, selectBestResolution, tileCount, videoTokenCount } from './anyres.js';
-export type { PackedLayout } from './anyres.js';
+export { anyresPixelValues, anyresTileProcessor, packedLayout, packImageFeatures, packVideoFeatures, selectBestResolution, tileCount, videoTokenCount } from './anyres.js';
+export type { AnyresPixels, PackedLayout } from './anyres.js';
 export { loadImage } from './image.js';
 export type { RgbImage } from './image.js';
 export { ImageProcessor } from './preprocess.js';

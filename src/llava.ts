@@ -108,7 +108,7 @@ export interface WeightLayout {
 /** LlavaModel runs LLaVA-1.5 only so far: other model types stop here with what is missing. */
 function requireLlava15(config: LlavaConfig, name: string): void {
   if (config.modelType === 'llava') return;
-  throw new Error(`${name}: model_type '${config.modelType}' runs as modules only so far (loadModules: SigLIP tower, projector, Qwen2 decoder; src/anyres.ts: packing); its anyres image processing, tokenizer check and chat template are not wired into LlavaModel yet`);
+  throw new Error(`${name}: model_type '${config.modelType}' runs as modules only so far (loadModules: SigLIP tower, projector, Qwen2 decoder; src/anyres.ts: tiles and packing); its tokenizer, chat template and generation are not wired into LlavaModel yet`);
 }
 
 export class LlavaModel {

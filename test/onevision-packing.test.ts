@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { selectBackend } from '../src/backend.js';
 import { parseLlavaConfig, readLlavaConfig, type LlavaConfig } from '../src/config.js';
 import type { LoadedModules } from '../src/load.js';
-import { packedLayout, packImageFeatures, packVideoFeatures, selectBestResolution, tileCount, videoTokenCount } from '../src/anyres.js';
+import { anyresPixelValues, anyresTileProcessor, packedLayout, packImageFeatures, packVideoFeatures, selectBestResolution, tileCount, videoTokenCount } from '../src/anyres.js';
 import { KVCache } from '../layers/kv-cache.js';
+import { loadImage } from '../src/image.js';
+import type { PreprocessorConfig } from '../src/preprocess.js';
 import { maxAbsDiff, onevisionArray, relativeL2, topK, TINY_ONEVISION_DIR } from './helpers/fixture.js';
 import { disposeModules, loadOnevisionModules, onevisionFloats } from './helpers/onevision.js';
 
@@ -95,38 +97,42 @@ describe('LLaVA-OneVision anyres packing on tiny-llava-onevision', function () {
       packed.dispose();
     });
 
-    it('image_a end to end from the stored pixel_values: tiles -> SigLIP -> projector -> packing -> Qwen2 logits', () => {
-      const c = expected.image_cases.image_a;
-      const pixels = floats('image_a_pixel_values');
-      const before = tf.memory().numTensors;
-      const perTile: tf.Tensor2D[] = [];
-      for (let t = 0; t < c.num_tiles_including_base; t++) {
-        const tile = tf.tensor3d(pixels.subarray(t * 3 * TILE * TILE, (t + 1) * 3 * TILE * TILE), [3, TILE, TILE]);
-        const features = modules.vision.forward(tile);
-        tile.dispose();
-        perTile.push(modules.projector.apply(features));
-        features.dispose();
-      }
-      const projected = tf.stack(perTile) as tf.Tensor3D;
-      perTile.forEach((p) => p.dispose());
-      const packed = packImageFeatures(config, projected, c.image_size_hw[0], c.image_size_hw[1], modules.projector.imageNewline);
-      projected.dispose();
-      check('image_a packed features (end to end)', packed.dataSync(), floats('image_a_packed_features'));
-      const ids = Array.from(onevisionArray('image_a_input_ids_expanded').data);
-      const [first, last] = expected.runs.image_a.feature_positions;
-      expect(last - first + 1, 'the processor expanded <image> to the packed count').to.equal(packed.shape[0]);
-      const x = tf.tidy(() => {
-        const embedded = modules.decoder.embed(ids);
-        return tf.concat([tf.slice(embedded, [0, 0], [first, -1]), packed, tf.slice(embedded, [last + 1, 0], [-1, -1])], 0) as tf.Tensor2D;
+    for (const from of ['the stored pixel_values', 'image_a.png'] as const) {
+      it(`image_a end to end from ${from}: tiles -> SigLIP -> projector -> packing -> Qwen2 logits`, async () => {
+        const c = expected.image_cases.image_a;
+        const pixels = from === 'image_a.png'
+          ? anyresPixelValues(config, anyresTileProcessor(JSON.parse(readFileSync(join(TINY_ONEVISION_DIR, 'preprocessor_config.json'), 'utf8')) as PreprocessorConfig), await loadImage(join(TINY_ONEVISION_DIR, 'image_a.png'))).pixelValues
+          : floats('image_a_pixel_values');
+        const before = tf.memory().numTensors;
+        const perTile: tf.Tensor2D[] = [];
+        for (let t = 0; t < c.num_tiles_including_base; t++) {
+          const tile = tf.tensor3d(pixels.subarray(t * 3 * TILE * TILE, (t + 1) * 3 * TILE * TILE), [3, TILE, TILE]);
+          const features = modules.vision.forward(tile);
+          tile.dispose();
+          perTile.push(modules.projector.apply(features));
+          features.dispose();
+        }
+        const projected = tf.stack(perTile) as tf.Tensor3D;
+        perTile.forEach((p) => p.dispose());
+        const packed = packImageFeatures(config, projected, c.image_size_hw[0], c.image_size_hw[1], modules.projector.imageNewline);
+        projected.dispose();
+        check(`image_a packed features (from ${from})`, packed.dataSync(), floats('image_a_packed_features'));
+        const ids = Array.from(onevisionArray('image_a_input_ids_expanded').data);
+        const [first, last] = expected.runs.image_a.feature_positions;
+        expect(last - first + 1, 'the processor expanded <image> to the packed count').to.equal(packed.shape[0]);
+        const x = tf.tidy(() => {
+          const embedded = modules.decoder.embed(ids);
+          return tf.concat([tf.slice(embedded, [0, 0], [first, -1]), packed, tf.slice(embedded, [last + 1, 0], [-1, -1])], 0) as tf.Tensor2D;
+        });
+        packed.dispose();
+        const cache = new KVCache(modules.decoder.layers.length);
+        const { logits } = modules.decoder.forward(x, ids.map((_, i) => i), cache);
+        cache.dispose();
+        check(`image_a logits (from ${from})`, logits, floats('image_a_last_logits'));
+        expect(topK(logits, 5)).to.deep.equal(expected.runs.image_a.last_top5_ids);
+        expect(tf.memory().numTensors, 'no tensor leaked').to.equal(before);
       });
-      packed.dispose();
-      const cache = new KVCache(modules.decoder.layers.length);
-      const { logits } = modules.decoder.forward(x, ids.map((_, i) => i), cache);
-      cache.dispose();
-      check('image_a logits (end to end)', logits, floats('image_a_last_logits'));
-      expect(topK(logits, 5)).to.deep.equal(expected.runs.image_a.last_top5_ids);
-      expect(tf.memory().numTensors, 'no tensor leaked').to.equal(before);
-    });
+    }
 
     it('rejects a tile count that does not fit the image size', () => {
       const projected = tf.zeros([5, 9, 64]) as tf.Tensor3D;

@@ -84,8 +84,8 @@ export const TINY_ONEVISION_DIR = join(REPO_ROOT, 'test/fixtures/tiny-llava-onev
 let onevisionTable: Record<string, ExpectedArray> | undefined;
 let onevisionBin: Buffer | undefined;
 
-/** One array of the onevision slice (expected-slice.bin), by name: float32 as Float32Array, int32 as Int32Array. */
-export function onevisionArray(name: string): { data: Float32Array | Int32Array; shape: number[] } {
+/** One array of the onevision slice (expected-slice.bin), by name: float32 as Float32Array, int32 as Int32Array, uint8 as Uint8Array. */
+export function onevisionArray(name: string): { data: Float32Array | Int32Array | Uint8Array; shape: number[] } {
   onevisionTable ??= Object.fromEntries(
     (JSON.parse(readFileSync(join(TINY_ONEVISION_DIR, 'expected-slice.json'), 'utf8')) as { arrays: Array<ExpectedArray & { name: string }> }).arrays.map((a) => [a.name, a]),
   );
@@ -93,6 +93,7 @@ export function onevisionArray(name: string): { data: Float32Array | Int32Array;
   if (!entry) throw new Error(`expected-slice.bin has no array '${name}'`);
   onevisionBin ??= readFileSync(join(TINY_ONEVISION_DIR, 'expected-slice.bin'));
   const bytes = onevisionBin.subarray(entry.offset, entry.offset + entry.nbytes);
+  if (entry.dtype === 'uint8') return { data: Uint8Array.from(bytes), shape: entry.shape };
   const n = entry.nbytes / 4;
   const data = entry.dtype === 'int32' ? new Int32Array(n) : new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = entry.dtype === 'int32' ? bytes.readInt32LE(i * 4) : bytes.readFloatLE(i * 4);
