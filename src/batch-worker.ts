@@ -18,7 +18,7 @@ import { redisConnection, type BatchJobData, type BatchResult } from './batch.js
 export interface WorkerOptions {
   redis: string;
   queue: string;
-  /** Jobs at once (default 1: one model answers one job at a time). */
+  /** Jobs taken at once (default 1); the model still answers one at a time. */
   concurrency?: number;
   /** Name in results and logs (default host:pid). */
   name?: string;
@@ -130,6 +130,14 @@ export async function runWorker(model: LlavaModel, opts: WorkerOptions): Promise
     if (!opts.quiet) log(line);
   };
   const inFlight = new Map<string, AbortController>();
+  // One model answers one job at a time: with --concurrency > 1 the other jobs wait here (their
+  // locks renewed meanwhile), which overlaps only the queue round trips.
+  let turn: Promise<unknown> = Promise.resolve();
+  const oneAtATime = <T>(f: () => Promise<T>): Promise<T> => {
+    const run = turn.then(f, f);
+    turn = run.catch(() => {});
+    return run;
+  };
   let stopping = false;
   const processor = async (job: Job<BatchJobData, BatchResult>, token?: string): Promise<BatchResult> => {
     const start = performance.now();
@@ -141,12 +149,14 @@ export async function runWorker(model: LlavaModel, opts: WorkerOptions): Promise
     inFlight.set(String(job.id), abort);
     try {
       let last = 0;
-      const out = await answerJob(model, job.data, abort.signal, (n) => {
-        if (n - last >= 16) {
-          last = n;
-          void job.updateProgress({ tokens: n }).catch(() => {});
-        }
-      });
+      const out = await oneAtATime(() =>
+        answerJob(model, job.data, abort.signal, (n) => {
+          if (n - last >= 16) {
+            last = n;
+            void job.updateProgress({ tokens: n }).catch(() => {});
+          }
+        }),
+      );
       const result = toResult(id, out, name, attempt, started - job.timestamp, performance.now() - start);
       info(`worker ${name}: done ${id} (${out.tokenIds.length} tokens, ${result.timings.jobMs.toFixed(0)} ms)`);
       return result;

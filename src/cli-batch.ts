@@ -5,6 +5,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { Job, Queue } from 'bullmq';
 import { checkQueueName, jobIdFor, readBatchInput, redisConnection, type BatchFailure, type BatchJobData, type BatchResult } from './batch.js';
 import { makeDirs } from './files.js';
+import { parseMergeOption } from './merging.js';
 import { dirname, resolve } from 'node:path';
 
 export interface BatchCommandOptions {
@@ -90,8 +91,8 @@ async function poll(queue: Queue<BatchJobData, BatchResult>, ids: string[]): Pro
   await inChunks(finished, 200, async (id) => {
     const job = await Job.fromId<BatchJobData, BatchResult>(queue, jobIdFor(id));
     if (!job) found.set(id, { ok: false, failure: { id, error: 'the job was removed from the queue before it finished', attempts: 0 } });
-    else if (job.failedReason && !job.returnvalue) found.set(id, { ok: false, failure: { id, error: job.failedReason, attempts: job.attemptsMade } });
     else if (job.returnvalue) found.set(id, { ok: true, result: job.returnvalue });
+    else if (job.finishedOn) found.set(id, { ok: false, failure: { id, error: job.failedReason || 'the job finished without a result (not answered by illava worker?)', attempts: job.attemptsMade } });
   });
   return found;
 }
@@ -124,11 +125,12 @@ export async function batchCommand(input: string | undefined, opts: BatchCommand
     const queue = await connectQueue(opts.redis, opts.queue);
     const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed');
     const workers = await queue.getWorkers();
-    process.stdout.write(`${JSON.stringify({ queue: opts.queue, ...counts, workers: workers.map((w) => w.name || w.addr) })}\n`);
+    process.stdout.write(`${JSON.stringify({ queue: opts.queue, ...counts, workers: workers.map((w) => w.rawname?.split(':w:')[1] ?? w.addr) })}\n`);
     await queue.close();
     return;
   }
   if (input === undefined) throw new Error('give a folder of images or a JSONL file (or --status)');
+  if (opts.merge !== undefined) parseMergeOption(opts.merge); // checked here; each worker reads it again
   const jobs = readBatchInput(input, {
     prompt: opts.prompt,
     merge: opts.merge,

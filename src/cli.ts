@@ -17,7 +17,6 @@ import { DEFAULT_MAX_IMAGE_PIXELS, probeImage } from './image.js';
 import { ImageProcessor } from './preprocess.js';
 import { generateJson, infoJson, runChatRepl } from './cli-chat.js';
 import { serveCommand } from './cli-serve.js';
-import { batchCommand } from './cli-batch.js';
 
 // Writing to a closed pipe (`illava generate | head -c 10`) ends quietly, as other CLI tools do.
 for (const stream of [process.stdout, process.stderr]) {
@@ -363,6 +362,7 @@ program
   .option('--timeout <s>', 'give up waiting after this many seconds (0: never); the jobs stay queued', number('timeout', false, 0), 0)
   .option('-q, --quiet', 'no progress bar or summary on stderr')
   .action(async (input: string | undefined, opts) => {
+    const { batchCommand } = await import('./cli-batch.js'); // bullmq is loaded by batch and worker only
     await batchCommand(input, opts);
   });
 
@@ -373,7 +373,7 @@ program
   .option('--redis <url>', 'Redis server', 'redis://127.0.0.1:6379')
   .option('--queue <name>', 'queue name', 'illava')
   .option('--merge <preset|json|file>', 'default token merging (a job\'s "merge" overrides it)', 'none')
-  .option('--concurrency <n>', 'jobs at once in this process', number('concurrency', true, 1, 64), 1)
+  .option('--concurrency <n>', 'jobs taken at once by this process (its model answers one at a time)', number('concurrency', true, 1, 64), 1)
   .option('--name <name>', 'worker name in results and logs (default host:pid)')
   .option('--lock-duration <ms>', 'job lock lifetime; a dead worker\'s job is retaken after it', number('lock-duration', true, 100), 60000)
   .option('--stalled-interval <ms>', 'interval of the check for jobs of dead workers', number('stalled-interval', true, 100), 30000)

@@ -159,6 +159,39 @@ describe('illava batch and worker: jobs on a Redis queue (BullMQ)', function () 
     expect(w.stderr()).to.match(/illava: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+/);
   });
 
+  it('SIGTERM with --shutdown-timeout 0 returns the job in flight to the queue (no attempt used); the next worker answers it', async () => {
+    const url = `redis://127.0.0.1:${port}`;
+    const input = join(dir, 'long.jsonl');
+    writeFileSync(input, JSON.stringify({ id: 'long', prompt: 'Hello there', max_tokens: 500 }) + '\n');
+    const w = run(process.execPath, [CLI, 'worker', '--redis', url, '--queue', 'drain', '--name', 'd1', '--shutdown-timeout', '0']);
+    workers.push(w);
+    await w.waitFor(/waiting for jobs/);
+    const add = run(process.execPath, [CLI, 'batch', input, '--redis', url, '--queue', 'drain', '--detach']);
+    expect(await add.exited, add.stderr()).to.equal(0);
+    expect(add.stderr()).to.match(/1 job\(s\) added, 0 already there/);
+    await w.waitFor(/start long/);
+    w.child.kill('SIGTERM');
+    expect(await w.exited, w.stderr()).to.equal(0);
+    expect(w.stderr()).to.match(/returned long to the queue/);
+    const queue = await connectQueue(url, 'drain');
+    try {
+      const job = await queue.getJob(jobIdFor('long'));
+      expect(await job!.getState()).to.equal('waiting');
+      expect(job!.attemptsMade).to.equal(0);
+    } finally {
+      await queue.close();
+    }
+    const w2 = run(process.execPath, [CLI, 'worker', '--redis', url, '--queue', 'drain', '--name', 'd2', '--quiet']);
+    workers.push(w2);
+    const collect = run(process.execPath, [CLI, 'batch', input, '--redis', url, '--queue', 'drain', '--quiet']);
+    expect(await collect.exited, collect.stderr()).to.equal(0);
+    const result = JSON.parse(collect.stdout()) as BatchResult;
+    const ref = await model.generate({ prompt: 'Hello there', maxNewTokens: 500 });
+    expect([result.worker, result.attempt, result.text]).to.deep.equal(['d2', 1, ref.text]);
+    w2.child.kill('SIGTERM');
+    expect(await w2.exited).to.equal(0);
+  });
+
   it('30 lines, 2 workers, one SIGKILLed mid-job: each valid job answered once as generate() answers it, the 2 corrupt images failed, the queue empty', async function () {
     const url = `redis://127.0.0.1:${port}`;
     const queueName = 'acceptance';
@@ -201,9 +234,9 @@ describe('illava batch and worker: jobs on a Redis queue (BullMQ)', function () 
     }
 
     const fast = ['--lock-duration', '1500', '--stalled-interval', '500', '--backend', model.backend.name];
-    for (const name of ['w1', 'w2']) workers.push(run(process.execPath, [CLI, 'worker', '--redis', url, '--queue', queueName, '--name', name, ...fast]));
-    const [w1, w2] = workers;
-    await Promise.all(workers.map((w) => w.waitFor(/waiting for jobs/)));
+    const [w1, w2] = ['w1', 'w2'].map((name) => run(process.execPath, [CLI, 'worker', '--redis', url, '--queue', queueName, '--name', name, ...fast]));
+    workers.push(w1, w2);
+    await Promise.all([w1, w2].map((w) => w.waitFor(/waiting for jobs/)));
 
     const out = join(dir, 'results.jsonl');
     const batch = run(process.execPath, [CLI, 'batch', input, '--redis', url, '--queue', queueName, '--out', out, '--ordered', '--poll', '100']);
@@ -252,7 +285,7 @@ describe('illava batch and worker: jobs on a Redis queue (BullMQ)', function () 
     expect(again.stdout().trim().split('\n').map((l) => (JSON.parse(l) as BatchResult).text)).to.deep.equal(results.map((r) => r.text));
     const status = run(process.execPath, [CLI, 'batch', '--status', '--redis', url, '--queue', queueName]);
     expect(await status.exited).to.equal(0);
-    expect(JSON.parse(status.stdout())).to.include({ queue: queueName, waiting: 0, active: 0, completed: 27, failed: 2 });
+    expect(JSON.parse(status.stdout())).to.deep.include({ queue: queueName, waiting: 0, active: 0, completed: 27, failed: 2, workers: ['w2'] });
 
     // SIGTERM: w2 stops cleanly.
     w2.child.kill('SIGTERM');
