@@ -343,6 +343,55 @@ program
     await serveCommand(model, { ...opts, apiKey: opts.apiKey ?? process.env.ILLAVA_API_KEY });
   });
 
+program
+  .command('batch')
+  .description('enqueue a folder of images or a JSONL file ({"id", "image"|"images"|"video", "prompt"|"messages", "merge", "max_tokens"}) on a Redis queue (BullMQ), wait for the workers and write the results as JSONL')
+  .argument('[input]', 'folder of images, or JSONL file')
+  .option('--redis <url>', 'Redis server', 'redis://127.0.0.1:6379')
+  .option('--queue <name>', 'queue name', 'illava')
+  .option('--prompt <text>', 'the question for folder images and for lines without prompt or messages (default for folders: What is in this image?)')
+  .option('--merge <preset|json|file>', 'token merging for lines without "merge"')
+  .option('--max-tokens <n>', 'max_tokens for lines without one (default 64)', number('max-tokens', true, 0))
+  .option('--out <file>', 'results as JSONL (default: stdout)')
+  .option('--ordered', 'write the results in input order (default: as they finish)')
+  .option('--detach', 'enqueue and exit without waiting')
+  .option('--status', 'print the queue\'s job counts and workers as JSON and exit')
+  .option('--attempts <n>', 'tries per job (bad input is never retried)', number('attempts', true, 1, 100), 3)
+  .option('--backoff <ms>', 'first retry delay (doubles each retry)', number('backoff', true, 0), 1000)
+  .option('--poll <ms>', 'interval between looks at the queue', number('poll', true, 10, 60000), 250)
+  .option('--timeout <s>', 'give up waiting after this many seconds (0: never); the jobs stay queued', number('timeout', false, 0), 0)
+  .option('-q, --quiet', 'no progress bar or summary on stderr')
+  .action(async (input: string | undefined, opts) => {
+    const { batchCommand } = await import('./cli-batch.js'); // bullmq is loaded by batch and worker only
+    await batchCommand(input, opts);
+  });
+
+program
+  .command('worker')
+  .description('load the model once and answer the jobs of a Redis queue (BullMQ) until SIGTERM')
+  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--redis <url>', 'Redis server', 'redis://127.0.0.1:6379')
+  .option('--queue <name>', 'queue name', 'illava')
+  .option('--merge <preset|json|file>', 'default token merging (a job\'s "merge" overrides it)', 'none')
+  .option('--concurrency <n>', 'jobs taken at once by this process (its model answers one at a time)', number('concurrency', true, 1, 64), 1)
+  .option('--name <name>', 'worker name in results and logs (default host:pid)')
+  .option('--lock-duration <ms>', 'job lock lifetime; a dead worker\'s job is retaken after it', number('lock-duration', true, 100), 60000)
+  .option('--stalled-interval <ms>', 'interval of the check for jobs of dead workers', number('stalled-interval', true, 100), 30000)
+  .option('--max-stalled <n>', 'times a job may lose its worker before it fails', number('max-stalled', true, 0), 2)
+  .option('--shutdown-timeout <ms>', 'on SIGTERM, how long the job in flight may run before it is returned to the queue', number('shutdown-timeout', true, 0), 120000)
+  .action(async (opts) => {
+    const { runWorker } = await import('./batch-worker.js');
+    const { connectQueue } = await import('./cli-batch.js');
+    await (await connectQueue(opts.redis, opts.queue)).close(); // Redis is reachable before the model loads
+    const merge = parseMergeOption(opts.merge);
+    const model = await load(opts, merge);
+    try {
+      await runWorker(model, { redis: opts.redis, queue: opts.queue, concurrency: opts.concurrency, name: opts.name, lockDuration: opts.lockDuration, stalledInterval: opts.stalledInterval, maxStalledCount: opts.maxStalled, shutdownTimeout: opts.shutdownTimeout, quiet: opts.quiet });
+    } finally {
+      model.dispose();
+    }
+  });
+
 /** The sampling options of generate and chat. */
 const samplingOptions = (c: Command): Command =>
   c
@@ -355,8 +404,8 @@ const samplingOptions = (c: Command): Command =>
 // Weight formats for every command that loads a model; --quiet for all of them, --json where it applies.
 for (const command of program.commands) {
   if (['generate', 'chat'].includes(command.name())) samplingOptions(command);
-  if (['chat', 'serve'].includes(command.name())) command.addOption(backendOption()).addOption(threadsOption()).addOption(weightsOption()).addOption(maxImagePixelsOption());
-  if (['generate', 'info', 'visualize', 'chat', 'serve'].includes(command.name())) {
+  if (['chat', 'serve', 'worker'].includes(command.name())) command.addOption(backendOption()).addOption(threadsOption()).addOption(weightsOption()).addOption(maxImagePixelsOption());
+  if (['generate', 'info', 'visualize', 'chat', 'serve', 'worker'].includes(command.name())) {
     formatOptions(command);
     command.option('-q, --quiet', 'no progress bar, stage counts or timings on stderr (errors and warnings still)');
   }
