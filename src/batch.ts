@@ -5,6 +5,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, extname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { ChatMessage } from './conversation.js';
+import type { StageTimings } from './generate-types.js';
 import { readRegularFileSync, utf8Text } from './files.js';
 
 /** What a worker receives: one input, its images as absolute paths or data: URLs. */
@@ -22,15 +23,8 @@ export interface BatchJobData {
   maxTokens?: number;
 }
 
-export interface BatchTimings {
-  preprocessMs: number;
-  visionMs: number;
-  prefillMs: number;
-  firstTokenMs: number;
-  decodeMs: number;
-  decodeTokensPerSecond: number;
-  /** generate() alone. */
-  totalMs: number;
+/** generate()'s timings (totalMs: generate() alone) and the queue's. */
+export interface BatchTimings extends StageTimings {
   /** From enqueue to the start of the attempt that answered. */
   queueMs: number;
   /** The whole job on the worker (checks, image decoding, generate). */

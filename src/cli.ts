@@ -343,12 +343,13 @@ program
     await serveCommand(model, { ...opts, apiKey: opts.apiKey ?? process.env.ILLAVA_API_KEY });
   });
 
-program
-  .command('batch')
-  .description('enqueue a folder of images or a JSONL file ({"id", "image"|"images"|"video", "prompt"|"messages", "merge", "max_tokens"}) on a Redis queue (BullMQ), wait for the workers and write the results as JSONL')
+/** A command on a Redis queue: batch and worker name the same server and queue. */
+function queueCommand(name: string, description: string): Command {
+  return program.command(name).description(description).option('--redis <url>', 'Redis server', 'redis://127.0.0.1:6379').option('--queue <name>', 'queue name', 'illava');
+}
+
+queueCommand('batch', 'enqueue a folder of images or a JSONL file ({"id", "image"|"images"|"video", "prompt"|"messages", "merge", "max_tokens"}) on a Redis queue (BullMQ), wait for the workers and write the results as JSONL')
   .argument('[input]', 'folder of images, or JSONL file')
-  .option('--redis <url>', 'Redis server', 'redis://127.0.0.1:6379')
-  .option('--queue <name>', 'queue name', 'illava')
   .option('--prompt <text>', 'the question for folder images and for lines without prompt or messages (default for folders: What is in this image?)')
   .option('--merge <preset|json|file>', 'token merging for lines without "merge"')
   .option('--max-tokens <n>', 'max_tokens for lines without one (default 64)', number('max-tokens', true, 0))
@@ -366,12 +367,8 @@ program
     await batchCommand(input, opts);
   });
 
-program
-  .command('worker')
-  .description('load the model once and answer the jobs of a Redis queue (BullMQ) until SIGTERM')
+queueCommand('worker', 'load the model once and answer the jobs of a Redis queue (BullMQ) until SIGTERM')
   .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
-  .option('--redis <url>', 'Redis server', 'redis://127.0.0.1:6379')
-  .option('--queue <name>', 'queue name', 'illava')
   .option('--merge <preset|json|file>', 'default token merging (a job\'s "merge" overrides it)', 'none')
   .option('--concurrency <n>', 'jobs taken at once by this process (its model answers one at a time)', number('concurrency', true, 1, 64), 1)
   .option('--name <name>', 'worker name in results and logs (default host:pid)')
