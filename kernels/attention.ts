@@ -194,10 +194,14 @@ export function attendPrefill(
   const kt = scratch;
   const sc = scratch + ((<usize>d * S8) << 2);
   const scRow = <usize>S8 << 2;
+  let transposed = -1; // the kv head whose keys kt holds: a thread's heads are consecutive, so a group transposes once
   for (let h = h0; h < h1; h++) {
     const g = h / group;
     const vh = values + <usize>g * <usize>kvHead;
-    transposeKeys(keys + <usize>g * <usize>kvHead, <usize>kvRow, S, S8, d, kt);
+    if (g != transposed) {
+      transposeKeys(keys + <usize>g * <usize>kvHead, <usize>kvRow, S, S8, d, kt);
+      transposed = g;
+    }
     const head = (<usize>h * d) << 2;
     for (let i = 0; i < T; i += 4) {
       const r1 = min(i + 1, T - 1), r2 = min(i + 2, T - 1), r3 = min(i + 3, T - 1);

@@ -24,17 +24,15 @@ const scratchBytes = (S: number, d: number) => align((d + 4) * Math.ceil(S / 8) 
 
 /**
  * softmax(q k^T) v for T query rows of H heads of width d: q host [T][qStride] (head h at column
- * qOffset + h d, scaled and rotated), copied into the io region in chunks of rows that fit after
- * `ioUsed` bytes (what the caller keeps there). Causal: query i is row length - T + i and sees
- * rows 0..length-T+i. Returns [T][H d].
+ * qOffset + h d, scaled and rotated), copied into the io region in chunks of rows that fit.
+ * Causal: query i is row length - T + i and sees rows 0..length-T+i. Returns [T][H d].
  */
-export function attendRows(runtime: PackedRuntime, kv: KeyValueRows, q: Float32Array, qStride: number, qOffset: number, T: number, H: number, d: number, causal: boolean, ioUsed = 0): Float32Array {
-  checkShape(kv, H, d);
+export function attendRows(runtime: PackedRuntime, kv: KeyValueRows, q: Float32Array, qStride: number, qOffset: number, T: number, H: number, d: number, causal: boolean): Float32Array {
   const { arena } = runtime;
   const width = H * d;
-  const start = arena.ioOffset + align(ioUsed);
+  const start = arena.ioOffset;
   const scoresPerThread = scratchBytes(kv.length, d);
-  const room = arena.ioBytes - align(ioUsed) - runtime.threads * scoresPerThread - 128;
+  const room = arena.ioBytes - runtime.threads * scoresPerThread - 128;
   const chunk = Math.min(T, Math.floor(room / (8 * width)));
   if (chunk < 1) throw new Error(`attention: ${kv.length} keys need more than the arena's io region (${arena.ioBytes} bytes)`);
   const out = new Float32Array(T * width);
@@ -62,21 +60,26 @@ export function attendPacked(runtime: PackedRuntime, memory: number, qkv: Float3
   if (!packedAttentionFits(runtime, N, H, d)) throw new Error(`attention: ${N} tokens of ${H} heads do not fit the arena's io region (${runtime.arena.ioBytes} bytes)`);
   const { arena } = runtime;
   const width = H * d;
-  const scoresPerThread = scratchBytes(N, d);
-  const inBytes = align(N * 3 * width * 4);
+  const at = packedLayout(N, H, d, runtime.threads);
   const base = arena.ioOffset;
   arena.floatView(memory, base, N * 3 * width).set(qkv.subarray(0, N * 3 * width));
   const kv: KeyValueRows = { memory, keys: base + width * 4, values: base + 2 * width * 4, rowStride: 3 * width * 4, headStride: d * 4, heads: H, length: N };
-  const outAt = base + inBytes;
-  const scoresAt = outAt + align(N * width * 4);
-  run(runtime, kv, { q: base, qRow: 3 * width * 4, out: outAt, outRow: width * 4, scores: scoresAt, scoresPerThread }, N, N, H, d, false);
-  return arena.floatView(memory, outAt, N * width).slice();
+  run(runtime, kv, { q: base, qRow: 3 * width * 4, out: base + at.out, outRow: width * 4, scores: base + at.scratch, scoresPerThread: at.scratchPerThread }, N, N, H, d, false);
+  return arena.floatView(memory, base + at.out, N * width).slice();
+}
+
+/** attendPacked's io region, byte offsets from its start: q/k/v rows at 0, the output, then each thread's scratch. */
+function packedLayout(N: number, H: number, d: number, threads: number): { out: number; scratch: number; scratchPerThread: number; end: number } {
+  const width = H * d;
+  const out = align(N * 3 * width * 4);
+  const scratch = out + align(N * width * 4);
+  const scratchPerThread = scratchBytes(N, d);
+  return { out, scratch, scratchPerThread, end: scratch + threads * scratchPerThread + 128 };
 }
 
 /** Whether attendPacked's N tokens fit the io region (else take the tensor path). */
 export function packedAttentionFits(runtime: PackedRuntime, N: number, H: number, d: number): boolean {
-  const width = H * d;
-  return d % 4 === 0 && d <= 256 && align(N * 3 * width * 4) + align(N * width * 4) + runtime.threads * scratchBytes(N, d) + 128 <= runtime.arena.ioBytes;
+  return d % 4 === 0 && d <= 256 && packedLayout(N, H, d, runtime.threads).end <= runtime.arena.ioBytes;
 }
 
 function checkShape(kv: KeyValueRows, H: number, d: number): void {
