@@ -4,7 +4,6 @@
 // JSON to bench/results/batch-throughput-<date>.json.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +11,7 @@ import { Job } from 'bullmq';
 import { jobIdFor, type BatchJobData, type BatchResult } from '../src/batch.js';
 import { connectQueue, enqueue } from '../src/cli-batch.js';
 import { scriptArgs } from './args.js';
+import { freePort, redisServerArgs } from './loopback-redis.js';
 
 const USAGE = `
 node dist/scripts/batch-throughput.js [--jobs 200] [--workers 1,2,4] [--max-tokens 12] [--redis redis://HOST:PORT] [--backend auto]
@@ -33,17 +33,6 @@ const COUNTS = args.workers.split(',').map(Number);
 if (!Number.isInteger(JOBS) || JOBS < 1 || !Number.isInteger(MAX_TOKENS) || MAX_TOKENS < 0 || COUNTS.some((n) => !Number.isInteger(n) || n < 1)) {
   process.stderr.write('batch-throughput: --jobs, --workers (comma-separated) and --max-tokens take positive integers\n');
   process.exit(1);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
 }
 
 function waitForLine(child: ChildProcess, pattern: RegExp, ms: number): Promise<void> {
@@ -68,7 +57,7 @@ async function main(): Promise<void> {
   let url = args.redis;
   if (!url) {
     const port = await freePort();
-    redisProc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    redisProc = spawn('redis-server', redisServerArgs(port), { stdio: ['ignore', 'pipe', 'pipe'] });
     redisProc.on('error', (e) => {
       process.stderr.write(`batch-throughput: cannot start redis-server (${e.message}); install it or give --redis\n`);
       process.exit(1);

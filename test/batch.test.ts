@@ -4,11 +4,11 @@
 import { expect } from 'chai';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UnrecoverableError } from 'bullmq';
 import { LlavaModel } from '../src/llava.js';
+import { freePort, redisServerArgs } from '../scripts/loopback-redis.js';
 import { answerJob } from '../src/batch-worker.js';
 import { jobIdFor, parseJobLine, readJsonlJobs, redisConnection, type BatchFailure, type BatchJobData, type BatchResult } from '../src/batch.js';
 import { connectQueue } from '../src/cli-batch.js';
@@ -18,17 +18,6 @@ import { greyPng } from './helpers/images.js';
 const CLI = join(REPO_ROOT, 'dist/src/cli.js');
 const MODEL_DIR = join(REPO_ROOT, 'models/default');
 const SAMPLE = join(MODEL_DIR, 'sample.png');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A child process of the CLI with its output collected; `waitFor` resolves when stderr matches. */
 interface Proc {
@@ -86,7 +75,7 @@ describe('illava batch and worker: jobs on a Redis queue (BullMQ)', function () 
       this.skip();
     }
     port = await freePort();
-    redis = run('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+    redis = run('redis-server', redisServerArgs(port));
     await redis.waitFor(/Ready to accept connections/);
     dir = mkdtempSync(join(tmpdir(), 'illava-batch-'));
     model = await LlavaModel.fromPretrained(MODEL_DIR);

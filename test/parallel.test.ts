@@ -10,24 +10,11 @@ import { GatedMlp, Linear, TwoLayerMlp, activation } from '../layers/index.js';
 import { randomUniform } from '../scripts/random-model.js';
 import { ParallelLinear, ParallelMlp, ParallelPool, splitPoint } from '../layers/parallel.js';
 import { LlavaModel, type PixelValues } from '../src/llava.js';
-import { expectedArray, REPO_ROOT, TINY_LLAVA_DIR } from './helpers/fixture.js';
+import { expectedArray, maxRelDiff, REPO_ROOT, TINY_LLAVA_DIR } from './helpers/fixture.js';
 import { rejects } from './helpers/assert.js';
 import { workerTimeoutMs } from '../layers/worker-timeout.js';
 
 const randomUniformForTest = (n: number, seed: number) => randomUniform(n, 0.5, seed);
-
-function maxRelDiff(a: tf.Tensor, b: tf.Tensor): number {
-  const da = a.dataSync();
-  const db = b.dataSync();
-  expect(da.length).to.equal(db.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < da.length; i++) {
-    diff = Math.max(diff, Math.abs(da[i] - db[i]));
-    scale = Math.max(scale, Math.abs(da[i]));
-  }
-  return diff / scale;
-}
 
 describe('parallel: tensor-parallel layers on a worker thread', function () {
   let pool: ParallelPool;
@@ -59,11 +46,11 @@ describe('parallel: tensor-parallel layers on a worker thread', function () {
       const par = await ParallelLinear.fromHost(pool, w, inF, outF, b);
       const [y1, y2] = [single.apply(x), par.apply(x)];
       expect(y2.shape).to.deep.equal([T, outF]);
-      expect(maxRelDiff(y1, y2)).to.be.below(1e-6);
+      expect(maxRelDiff(y2.dataSync(), y1.dataSync())).to.be.below(1e-6);
       const blocks = par.applyBlocks(x);
       expect(blocks.reduce((s, t) => s + t.shape[1], 0)).to.equal(outF);
       const joined = tf.concat(blocks, 1);
-      expect(maxRelDiff(y1, joined)).to.be.below(1e-6);
+      expect(maxRelDiff(joined.dataSync(), y1.dataSync())).to.be.below(1e-6);
       [y1, y2, joined, x, ...blocks].forEach((t) => t.dispose());
       single.dispose();
       par.dispose();
@@ -87,7 +74,7 @@ describe('parallel: tensor-parallel layers on a worker thread', function () {
       const single = kind === 'gated' ? new GatedMlp(fc1, fc2, activation(act)) : new TwoLayerMlp(fc1, fc2, activation(act));
       const par = await ParallelMlp.fromHost(pool, kind, w, C, I, C, act);
       const [y1, y2] = [single.apply(x), par.apply(x)];
-      expect(maxRelDiff(y1, y2), kind).to.be.below(1e-6);
+      expect(maxRelDiff(y2.dataSync(), y1.dataSync()), kind).to.be.below(1e-6);
       [y1, y2, x].forEach((t) => t.dispose());
       single.dispose();
       par.dispose();
