@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  dequantizeMatrix, f16BitsToNumber, packedBytes, paddedCols, QK, QuantizedFile, quantizeActivationsQ8, quantizeMatrix,
+  dequantizeMatrix, f16BitsToNumber, packedBytes, paddedCols, QK, QuantizedFile, quantizeActivations16, quantizeMatrix,
   referenceMatmul, SafetensorsFile, writeQuantizedFile, type PackedFormat, type QuantizedMatrix,
 } from '../weights/index.js';
 import { safetensorsBytes, tempDir, u16le, writeFile } from './helpers/weights-files.js';
@@ -147,18 +147,24 @@ describe('quantized formats: hand-computed blocks', () => {
     expect(m8.scales?.[3]).to.equal(2 ** -24);
   });
 
-  it('quantizeActivationsQ8 on hand-computed rows', () => {
-    // Row 0: amax 127 -> d 1: [127, -63.5 -> -64 (half away from zero), 0.25 -> 0]. Row 1: zeros -> d 0.
-    // Row 2: amax 254 -> d 2, id 0.5: [-254 -> -127, 1 -> 0.5 -> 1, 3 -> 1.5 -> 2].
-    const a = quantizeActivationsQ8(new Float32Array([127, -63.5, 0.25, 0, 0, 0, -254, 1, 3]), 3, 3);
+  it('quantizeActivations16 on hand-computed rows', () => {
+    // Row 0: amax 32767 -> d 1: [32767, -63.5 -> -64 (half away from zero), 0.25 -> 0]. Row 1: zeros -> d 0.
+    // Row 2: amax 65534 -> d 2, id 0.5: [-65534 -> -32767, 1 -> 0.5 -> 1, 3 -> 1.5 -> 2].
+    const a = quantizeActivations16(new Float32Array([32767, -63.5, 0.25, 0, 0, 0, -65534, 1, 3]), 3, 3);
     expect(a.paddedCols).to.equal(32);
     expect([...a.scales]).to.deep.equal([1, 0, 2]);
     expect(a.q.length).to.equal(96);
-    expect([...a.q.subarray(0, 4)]).to.deep.equal([127, -64, 0, 0]);
+    expect([...a.q.subarray(0, 4)]).to.deep.equal([32767, -64, 0, 0]);
     expect([...a.q.subarray(32, 64)].every((v) => v === 0)).to.equal(true);
-    expect([...a.q.subarray(64, 68)]).to.deep.equal([-127, 1, 2, 0]);
-    expect(() => quantizeActivationsQ8(new Float32Array([1, NaN]), 1, 2)).to.throw('quantizeActivationsQ8: x has a non-finite value at row 0, col 1');
-    expect(() => quantizeActivationsQ8(new Float32Array(3), 2, 2)).to.throw(/x must be a Float32Array of M\*K = 4 values, got 3/);
+    expect([...a.q.subarray(64, 68)]).to.deep.equal([-32767, 1, 2, 0]);
+    // amax 1: d = fround(1/32767) is not exact and 1 * fround(1/d) rounds to 32767 or one step past:
+    // the value at amax is clamped to 32767, and every value is within half a step of x/d.
+    const b = quantizeActivations16(new Float32Array([1, -1, 0.3, 1e-3]), 1, 4);
+    expect(b.scales[0]).to.equal(Math.fround(1 / 32767));
+    expect([...b.q.subarray(0, 2)]).to.deep.equal([32767, -32767]);
+    [0.3, 1e-3].forEach((v, j) => expect(Math.abs(b.q[2 + j] - v / b.scales[0])).to.be.at.most(0.5 + 1e-3));
+    expect(() => quantizeActivations16(new Float32Array([1, NaN]), 1, 2)).to.throw('quantizeActivations16: x has a non-finite value at row 0, col 1');
+    expect(() => quantizeActivations16(new Float32Array(3), 2, 2)).to.throw(/x must be a Float32Array of M\*K = 4 values, got 3/);
   });
 });
 
@@ -214,7 +220,7 @@ describe('quantized formats: round trips and shapes', () => {
 
 describe('quantized formats: referenceMatmul', () => {
   /** y[i][n] = sum_k a[i][k] * b[n][k] in float64, and sum_k |a*b| (the magnitude for tolerances). */
-  function dot64(a: Float32Array, b: Float32Array, M: number, N: number, K: number): { y: number[]; mag: number[] } {
+  function dot64(a: ArrayLike<number>, b: ArrayLike<number>, M: number, N: number, K: number): { y: number[]; mag: number[] } {
     const y: number[] = [];
     const mag: number[] = [];
     for (let i = 0; i < M; i++) {
@@ -236,11 +242,12 @@ describe('quantized formats: referenceMatmul', () => {
       const bias = randomMatrix(1, N, 17);
       for (const format of FORMATS) {
         const m = quantizeMatrix(w, N, K, format);
-        let xs = x;
+        let xs: ArrayLike<number> = x;
         if (format !== 'f16') {
-          // Dequantized activations: q * d_x per block (what the integer dot products stand for).
-          const a = quantizeActivationsQ8(x, M, K);
-          xs = Float32Array.from({ length: M * K }, (_, i) => {
+          // Dequantized activations: q * d_x per block (what the integer dot products stand for),
+          // in float64 (16-bit q times a float32 d needs 40 bits).
+          const a = quantizeActivations16(x, M, K);
+          xs = Float64Array.from({ length: M * K }, (_, i) => {
             const r = Math.floor(i / K);
             const c = i % K;
             return a.q[r * a.paddedCols + c] * a.scales[r * (a.paddedCols / QK) + Math.floor(c / QK)];
@@ -261,9 +268,9 @@ describe('quantized formats: referenceMatmul', () => {
   }
 
   it('q8_0 block sums are exact integers times d_x * d_w', () => {
-    // x = [127, 2] (d_x = 1, q = [127, 2]); w = [127, -127] (d_w = 1, q = [127, -127]): 127*127 - 2*127 = 15875.
+    // x = [32767, 2] (d_x = 1, q = [32767, 2]); w = [127, -127] (d_w = 1, q = [127, -127]): 32767*127 - 2*127 = 4161155.
     const m = quantizeMatrix(new Float32Array([127, -127]), 1, 2, 'q8_0');
-    expect([...referenceMatmul(new Float32Array([127, 2]), 1, m)]).to.deep.equal([15875]);
+    expect([...referenceMatmul(new Float32Array([32767, 2]), 1, m)]).to.deep.equal([4161155]);
     expect(() => referenceMatmul(new Float32Array(3), 1, m)).to.throw(/x must be a Float32Array of M\*K = 1\*2 values, got 3/);
     expect(() => referenceMatmul(new Float32Array(2), 1, m, new Float32Array(2))).to.throw(/bias must be a Float32Array of N = 1 values/);
   });

@@ -15,7 +15,7 @@ export {
   f32BitsToF16Bits, numberToF16Bits, float32ToF16Bits, exactF16Words, float32ToBytesLE, uint16FromBytesLE, uint16ToBytesLE,
 } from './dtype.js';
 export {
-  QK, PACKED_FORMATS, paddedCols, packedBytes, quantizeMatrix, dequantizeMatrix, quantizeActivationsQ8, referenceMatmul, checkQuantizedMatrix,
+  QK, PACKED_FORMATS, paddedCols, packedBytes, quantizeMatrix, dequantizeMatrix, quantizeActivations16, referenceMatmul, checkQuantizedMatrix,
 } from './quantized.js';
 export type { WeightFormat, PackedFormat, QuantizedMatrix } from './quantized.js';
 export { QuantizedFile, writeQuantizedFile, DEFAULT_HEADER_RESERVE, META_QUANTIZED, META_FORMAT, META_SOURCE } from './quantized-file.js';

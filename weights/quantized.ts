@@ -94,7 +94,7 @@ function scaleBits(fn: string, d: number, where: string): number {
  * are padding zeros) into q[qOff..qOff+32) (int8 values, any integer array); returns fp16(d) bits.
  * This is quantize_row_q8_0_ref for one block.
  */
-function quantizeBlockQ8(fn: string, src: Float32Array, off: number, len: number, q: Int8Array | Int16Array, qOff: number, row: number, block: number): number {
+function quantizeBlockQ8(fn: string, src: Float32Array, off: number, len: number, q: Int8Array, qOff: number, row: number, block: number): number {
   let amax = 0;
   for (let j = 0; j < len; j++) {
     const a = Math.abs(src[off + j]);
@@ -234,21 +234,33 @@ export function dequantizeMatrix(m: QuantizedMatrix): Float32Array {
   return out;
 }
 
-/** llama.cpp quantize_row_q8_0 applied to activations: x [M][K] float32 -> q as int16 values (int8 range) [M][Kp], scales [M][Kp/32] (fp16-rounded d as float32). */
-export function quantizeActivationsQ8(x: Float32Array, M: number, K: number): { q: Int16Array; scales: Float32Array; paddedCols: number } {
-  const fn = 'quantizeActivationsQ8';
+/**
+ * Activations for the q8_0 / q4_0 kernels: x [M][K] float32 -> q int16 [M][Kp], scales [M][Kp/32],
+ * per 32-block d = fround(amax/32767) (float32, not fp16-rounded), q = roundf(fround(x * fround(1/d)))
+ * clamped to +-32767 (x*(1/d) can round to 32767.5 at amax). llama.cpp quantizes activations to
+ * q8_0 instead; the kernels multiply int16 lanes either way, so 16 bits cost nothing there and
+ * leave only the weights' rounding in the error (kernels/matmul.ts, quantizeRows16).
+ */
+export function quantizeActivations16(x: Float32Array, M: number, K: number): { q: Int16Array; scales: Float32Array; paddedCols: number } {
+  const fn = 'quantizeActivations16';
   checkDim(fn, 'M', M);
   checkDim(fn, 'K', K);
   if (!(x instanceof Float32Array) || x.length !== M * K) throw new Error(`${fn}: x must be a Float32Array of M*K = ${M * K} values, got ${x instanceof Float32Array ? x.length : typeof x}`);
   checkFinite(fn, 'x', x, K);
   const kp = paddedCols(K);
   const nb = kp / QK;
-  const q = new Int16Array(M * kp);
+  const q = new Int16Array(M * kp); // padding stays 0
   const scales = new Float32Array(M * nb);
   for (let r = 0; r < M; r++) {
     for (let b = 0; b < nb; b++) {
       const c0 = b * QK;
-      scales[r * nb + b] = f16BitsToNumber(quantizeBlockQ8(fn, x, r * K + c0, Math.min(QK, K - c0), q, r * kp + c0, r, b));
+      const len = Math.min(QK, K - c0);
+      let amax = 0;
+      for (let j = 0; j < len; j++) amax = Math.max(amax, Math.abs(x[r * K + c0 + j]));
+      const d = fround(amax / 32767);
+      const id = d !== 0 ? fround(1 / d) : 0;
+      scales[r * nb + b] = d;
+      for (let j = 0; j < len; j++) q[r * kp + c0 + j] = Math.max(-32767, Math.min(32767, roundf(fround(x[r * K + c0 + j] * id))));
     }
   }
   return { q, scales, paddedCols: kp };
@@ -256,7 +268,7 @@ export function quantizeActivationsQ8(x: Float32Array, M: number, K: number): { 
 
 /** Reference y [M][N] = x [M][K] · W^T (+ bias [N]) in float64 accumulation:
  *  f16: x float32 times the fp16 weight values;
- *  q8_0 / q4_0: x quantized with quantizeActivationsQ8, then per block sum_j xq*wq as an exact integer, times (d_x * d_w), summed over blocks (llama.cpp ggml_vec_dot_q8_0_q8_0 / ggml_vec_dot_q4_0_q8_0 semantics; q4_0 weight values are q-8). */
+ *  q8_0 / q4_0: x quantized with quantizeActivations16, then per block sum_j xq*wq as an exact integer, times (d_x * d_w), summed over blocks (llama.cpp's ggml_vec_dot_q8_0_q8_0 / ggml_vec_dot_q4_0_q8_0 with 16-bit activations; q4_0 weight values are q-8). */
 export function referenceMatmul(x: Float32Array, M: number, m: QuantizedMatrix, bias?: Float32Array | null): Float32Array {
   const fn = 'referenceMatmul';
   checkQuantizedMatrix(m, fn);
@@ -292,17 +304,17 @@ export function referenceMatmul(x: Float32Array, M: number, m: QuantizedMatrix, 
     }
   }
   const ws = m.scales as Float32Array;
-  const xa = quantizeActivationsQ8(x, M, K);
+  const xa = quantizeActivations16(x, M, K);
   const nb = kp / QK;
   for (let i = 0; i < M; i++) {
     for (let n = 0; n < N; n++) {
       let acc = 0;
       for (let b = 0; b < nb; b++) {
-        let sumi = 0; // |sumi| <= 32*127*128: exact
+        let sumi = 0; // |sumi| <= 32*127*32767 < 2^28: exact
         const xo = i * kp + b * QK;
         const wo = n * kp + b * QK;
         for (let j = 0; j < QK; j++) sumi += xa.q[xo + j] * wq[wo + j];
-        acc += sumi * (xa.scales[i * nb + b] * ws[n * nb + b]); // d_x*d_w of two fp16 values is exact in float64
+        acc += sumi * (xa.scales[i * nb + b] * ws[n * nb + b]); // d_x*d_w of two float32 values is exact in float64
       }
       y[i * N + n] = acc + (bias ? bias[n] : 0);
     }

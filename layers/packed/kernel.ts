@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 /** Exports of kernels/index.ts; every pointer is a byte offset into the instance's memory. */
 export interface KernelExports {
-  quantizeQ8Rows(x: number, M: number, Kp: number, xq: number, xs: number): void;
+  quantizeRows16(x: number, M: number, Kp: number, xq: number, xs: number): void;
   matmulQ8(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
   matmulQ4(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
   matmulF16(x: number, M: number, Kp: number, w: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number, scratch: number): void;

@@ -238,7 +238,7 @@ export class PackedLinear {
         xView.fill(0, r * Kp + K, (r + 1) * Kp);
       }
       if (q) {
-        kernels.quantizeQ8Rows(xf, rows, Kp, xq, xs);
+        kernels.quantizeRows16(xf, rows, Kp, xq, xs);
         const s = (this.scales as ArenaSlice).offset;
         pool.run(this.format === 'q8_0' ? 'matmulQ8' : 'matmulQ4', mem, N, (_t, n0, n1) => [xq, xs, rows, Kp, w, s, n0, n1, out, N, cs, bias]);
       } else {
