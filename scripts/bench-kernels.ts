@@ -11,7 +11,7 @@ import { attendRows } from '../layers/packed/attention-prefill.js';
 import { attendHeads, causalMask } from '../layers/index.js';
 import { randomUniform } from './random-model.js';
 import { scriptArgs } from './args.js';
-import type { PackedFormat } from '../weights/index.js';
+import { quantizeMatrix, type PackedFormat } from '../weights/index.js';
 
 const args = scriptArgs(
   'bench-kernels',
@@ -19,7 +19,7 @@ const args = scriptArgs(
   --threads  comma-separated thread counts to run each kernel with
   --formats  comma-separated packed formats
   --rows     rows of the prefill shape
-  --only     run only the shapes whose name contains this (qkv, down, prefill, attention)`,
+  --only     run only the shapes whose name contains this (qkv, down, prefill, attention, quantize)`,
   {
     threads: { type: 'string', default: '1,2' },
     formats: { type: 'string', default: 'q8_0,q4_0,f16' },
@@ -84,7 +84,21 @@ function time(fn: () => void, runs = 7): { best: number; median: number } {
   return { best: t[0], median: t[Math.floor(runs / 2)] };
 }
 
+/** Load-time quantization of one LLaMA-7B MLP matrix: the TypeScript reference against the kernel (into the arena), interleaved. */
+async function benchQuantize(): Promise<void> {
+  const [N, K] = [11008, 4096];
+  const w = randomUniform(N * K, 0.02, 5);
+  const runtime = new PackedRuntime(1, 64 << 20);
+  for (const format of formats.filter((f) => f !== 'f16')) {
+    const ts = time(() => void quantizeMatrix(w, N, K, format), 3);
+    const kernel = time(() => PackedLinear.fromTorch(runtime, format, w, N, K, null).dispose(), 3);
+    process.stdout.write(`quantize ${format} [${N},${K}]: TypeScript best ${ts.best.toFixed(0)} ms, kernel best ${kernel.best.toFixed(0)} ms: ${(ts.best / kernel.best).toFixed(1)}x (${((N * K) / kernel.best / 1e3).toFixed(0)} M values/s)\n`);
+  }
+  await runtime.dispose();
+}
+
 await selectBackend('wasm');
+if (!only || 'quantize'.includes(only)) await benchQuantize();
 for (const [name, T, H, d, causal] of attentionShapes) await benchAttention(name, T, H, d, causal);
 for (const [name, M, K, N] of shapes) {
   const x = tf.tensor2d(randomUniform(M * K, 1, 1), [M, K]);

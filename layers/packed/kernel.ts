@@ -11,6 +11,8 @@ export interface KernelExports {
   matmulQ4(xq: number, xs: number, M: number, Kp: number, wq: number, ws: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number): void;
   matmulF16(x: number, M: number, Kp: number, w: number, n0: number, n1: number, out: number, ldo: number, colScale: number, bias: number, scratch: number): void;
   readLoop(p: number, n: number): number;
+  quantizeQ8Matrix(src: number, rows: number, Kp: number, dst: number, scales: number): number;
+  quantizeQ4Matrix(src: number, rows: number, Kp: number, dst: number, scales: number): number;
   attendDecode(q: number, keys: number, values: number, S: number, cap: number, d: number, group: number, h0: number, h1: number, scores: number, out: number): void;
   attendPrefill(q: number, qRow: number, keys: number, values: number, kvRow: number, kvHead: number, T: number, S: number, d: number, group: number, causal: number, h0: number, h1: number, scores: number, out: number, outRow: number): void;
 }

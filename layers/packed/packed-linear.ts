@@ -12,6 +12,7 @@ import { dequantizeMatrix, packedBytes, paddedCols, quantizeMatrix, type PackedF
 import type { ArenaSlice } from './arena.js';
 import type { PackedRuntime } from './runtime.js';
 import { transposeToInOut } from '../linear.js';
+import { quantizeIntoArena } from './quantize-into.js';
 
 export const PACKED_MATMUL = 'IllavaPackedMatMul';
 /** Backends the op is registered for. */
@@ -97,7 +98,8 @@ export class PackedLinear {
         data: data.subarray(r0 * row.data, (r0 + part.rows) * row.data),
         scales: scales ? scales.subarray((r0 * row.scales) / 4, ((r0 + part.rows) * row.scales) / 4) : null,
       };
-      quantizeMatrix(part.weight(), part.rows, K, format, out);
+      if (format === 'f16' || !slices.scales) quantizeMatrix(part.weight(), part.rows, K, format, out);
+      else quantizeIntoArena(arena, format, part.weight(), part.rows, K, slices.data, slices.scales, r0);
       r0 += part.rows;
     }
     return PackedLinear.place(runtime, format, N, K, slices, bias, options);
