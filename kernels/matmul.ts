@@ -14,52 +14,9 @@
 //   q8_0 weights: wq int8 [N][Kp], ws f32 [N][Kp/32] (each the value of llama.cpp's fp16 block scale)
 //   q4_0 weights: wq u8 [N][Kp/32][16] (byte j = q[j] | q[j+16] << 4, value (q - 8) * d), ws as q8_0
 //   f16 weights:  w u16 [N][Kp]
-//   activations for q formats: xq int16 [M][Kp] (16-bit block quantization, see quantizeRows16)
+//   activations for q formats: xq int16 [M][Kp] (16-bit block quantization: quantize.ts, quantizeRows16)
 //     instead of once per output column), xs f32 [M][Kp/32]; for f16: x f32 [M][Kp]
 //   out f32 [M][ldo], columns n0..n1-1 written: out = dot * colScale[n] + bias[n] (either pointer 0 = none)
-
-// ---- activation quantization (16-bit blocks) ----
-//
-// llama.cpp quantizes activations to q8_0 for its q8_0/q4_0 dot products. Here the dot product
-// multiplies int16 lanes anyway (i32x4.dot_i16x8_s; the weights' int8 are sign-extended), so
-// activations take the full int16 range at no cost in instructions or bandwidth: per 32-block
-// d = amax/32767 (float32), q = roundf(x/d). That removes the activations' share of the error
-// (on tiny-llava, q8_0 logits vs float32 3.3e-2 -> 2.3e-2, which is the weights' rounding alone).
-// No int32 overflow: a lane sums 8 products per block, |q_x| <= 32767, |q_w| <= 127: < 3.4e7.
-
-/** x f32 [M][Kp] -> xq int16 [M][Kp], xs f32 [M][Kp/32]: d = amax/32767, q = roundf(x * (1/d)). */
-export function quantizeRows16(x: usize, M: i32, Kp: i32, xq: usize, xs: usize): void {
-  const blocks = Kp >> 5;
-  const half = f32x4.splat(0.5);
-  const signMask = i32x4.splat(0x80000000);
-  const one = i32x4.splat(0x3f800000);
-  for (let m = 0; m < M; m++) {
-    for (let b = 0; b < blocks; b++) {
-      const src = x + ((<usize>m * Kp + (b << 5)) << 2);
-      let amax = f32x4.splat(0);
-      for (let i = 0; i < 8; i++) amax = f32x4.max(amax, f32x4.abs(v128.load(src + (i << 4))));
-      const a = max(max(f32x4.extract_lane(amax, 0), f32x4.extract_lane(amax, 1)), max(f32x4.extract_lane(amax, 2), f32x4.extract_lane(amax, 3)));
-      const d: f32 = a / 32767;
-      const id: f32 = d != 0 ? 1 / d : 0;
-      store<f32>(xs + ((<usize>m * blocks + b) << 2), d);
-      const ids = f32x4.splat(id);
-      const dst = xq + ((<usize>m * Kp + (b << 5)) << 1);
-      for (let i = 0; i < 8; i += 2) {
-        const v0 = f32x4.mul(v128.load(src + (i << 4)), ids);
-        const v1 = f32x4.mul(v128.load(src + ((i + 1) << 4)), ids);
-        // roundf: half away from zero (f32x4.nearest would round half to even)
-        const t0 = f32x4.trunc(v0);
-        const t1 = f32x4.trunc(v1);
-        const up0 = v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v0, t0)), half), v128.or(v128.and(v0, signMask), one));
-        const up1 = v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v1, t1)), half), v128.or(v128.and(v1, signMask), one));
-        const r0 = i32x4.trunc_sat_f32x4_s(f32x4.add(t0, up0));
-        const r1 = i32x4.trunc_sat_f32x4_s(f32x4.add(t1, up1));
-        // x*(1/d) may round to 32767.5 at amax: narrow saturates it to 32767 (the TS reference clamps)
-        v128.store(dst + (i << 3), i16x8.narrow_i32x4_s(r0, r1));
-      }
-    }
-  }
-}
 
 // ---- epilogue ----
 

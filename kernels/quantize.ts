@@ -1,5 +1,6 @@
-// Weight quantization at load time: float32 rows -> llama.cpp's q8_0 / q4_0 blocks, written
-// straight into a layer's arena slices. Bit-identical to weights/quantized.ts (itself checked
+// Quantization in the kernels: activations at every call (quantizeRows16, for matmul.ts, at the
+// end), and weights at load time: float32 rows -> llama.cpp's q8_0 / q4_0 blocks, written straight
+// into a layer's arena slices. Bit-identical to weights/quantized.ts (itself checked
 // against llama.cpp's quantize_row_q8_0_ref / quantize_row_q4_0_ref) and 5-6x faster than it on
 // one thread (`node dist/scripts/bench-kernels.js --only quantize`: [11008, 4096] q8_0 954 -> 139
 // ms): the TypeScript quantizer was most of a 7B's first load.
@@ -117,4 +118,31 @@ export function quantizeQ4Matrix(src: usize, rows: i32, Kp: i32, dst: usize, sca
     }
   }
   return -1;
+}
+
+// ---- activation quantization (16-bit blocks) ----
+//
+// llama.cpp quantizes activations to q8_0 for its q8_0/q4_0 dot products. Here the dot product
+// multiplies int16 lanes anyway (i32x4.dot_i16x8_s; the weights' int8 are sign-extended), so
+// activations take the full int16 range at no cost in instructions or bandwidth: per 32-block
+// d = amax/32767 (float32), q = roundf(x/d). That removes the activations' share of the error
+// (on tiny-llava, q8_0 logits vs float32 3.3e-2 -> 2.3e-2, which is the weights' rounding alone).
+// No int32 overflow in matmul.ts: a lane sums 8 products per block, |q_x| <= 32767, |q_w| <= 127.
+
+/** x f32 [M][Kp] -> xq int16 [M][Kp], xs f32 [M][Kp/32]: d = amax/32767, q = roundf(x * (1/d)). */
+export function quantizeRows16(x: usize, M: i32, Kp: i32, xq: usize, xs: usize): void {
+  const blocks = Kp >> 5;
+  for (let m = 0; m < M; m++) {
+    for (let b = 0; b < blocks; b++) {
+      const src = x + ((<usize>m * Kp + (b << 5)) << 2);
+      const d: f32 = blockAmax(src) / 32767;
+      const ids = f32x4.splat(d != 0 ? 1 / d : 0);
+      store<f32>(xs + ((<usize>m * blocks + b) << 2), d);
+      const dst = xq + ((<usize>m * Kp + (b << 5)) << 1);
+      // x*(1/d) may round to 32767.5 at amax: narrow saturates it to 32767 (the TS reference clamps)
+      for (let i = 0; i < 8; i += 2) {
+        v128.store(dst + (i << 3), i16x8.narrow_i32x4_s(roundAway(f32x4.mul(v128.load(src + (i << 4)), ids)), roundAway(f32x4.mul(v128.load(src + ((i + 1) << 4)), ids))));
+      }
+    }
+  }
 }
