@@ -1,0 +1,64 @@
+// Backend selection in the browser bundle: replaces src/backend.ts there (package.json "browser"
+// field; scripts/build-web.ts bundles with it). Same exports, so llava.ts runs unchanged.
+//
+// Preference: 'webgpu' (a real GPU with WebGPU enabled), else 'webgl', else 'wasm' (XNNPACK,
+// SIMD; the one to use on machines without a GPU: webgl on a software rasteriser is ~15x
+// slower), else 'cpu'. A name asks for exactly that backend (the demo's ?backend=).
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+import '@tensorflow/tfjs-backend-webgl';
+import '@tensorflow/tfjs-backend-webgpu';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import type { BackendChoice, BackendName } from './backend.js';
+
+export type { BackendChoice, BackendName } from './backend.js';
+
+/** The backends of the browser build, in the order 'auto' tries them. */
+export const BACKEND_NAMES: readonly BackendName[] = ['webgpu', 'webgl', 'wasm', 'cpu'];
+
+let wasmPrefix: string | undefined;
+
+/**
+ * Where tfjs-backend-wasm's .wasm files are served (a URL ending in '/'). Default: the folder of
+ * the bundle itself (scripts/build-web.ts copies them next to it). Call before the first load.
+ */
+export function setWasmFilesUrl(prefix: string): void {
+  if (!prefix.endsWith('/')) throw new Error(`the wasm files' URL must end with '/', got '${prefix}'`);
+  wasmPrefix = prefix;
+}
+
+let chosen: BackendChoice | undefined;
+
+export async function selectBackend(requested?: BackendName | 'auto'): Promise<BackendChoice> {
+  const want = requested ?? 'auto';
+  if (chosen && (want === 'auto' || want === chosen.name) && tf.getBackend() === chosen.name) return chosen;
+  if (want !== 'auto' && !BACKEND_NAMES.includes(want)) {
+    throw new Error(`unknown backend '${String(want)}' (expected one of: auto, ${BACKEND_NAMES.join(', ')})`);
+  }
+  setWasmPaths(wasmPrefix ?? new URL('./', import.meta.url).href);
+  const failed: string[] = [];
+  for (const name of want === 'auto' ? BACKEND_NAMES : [want]) {
+    // WebGPU needs an adapter; asking tfjs without one only logs a warning and fails.
+    if (name === 'webgpu' && !('gpu' in navigator)) {
+      failed.push('webgpu (navigator.gpu is absent)');
+      continue;
+    }
+    let ok = false;
+    try {
+      ok = await tf.setBackend(name);
+    } catch {
+      ok = false;
+    }
+    if (ok) {
+      chosen = { name, reason: want === 'auto' ? `auto: ${name}${failed.length ? ` (not available: ${failed.join(', ')})` : ''}` : `requested ${name}` };
+      return chosen;
+    }
+    failed.push(name);
+  }
+  throw new Error(want === 'auto' ? `no tfjs backend could be initialised (tried ${failed.join(', ')})` : `backend '${want}' failed to initialise in this browser`);
+}
+
+export function activeBackend(): string {
+  return tf.getBackend();
+}
