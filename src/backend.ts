@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import { totalmem } from 'node:os';
 
 /** Every backend name: 'webgpu' and 'webgl' exist in the browser bundle only (src/backend.web.ts). */
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgl' | 'webgpu';
@@ -84,4 +85,9 @@ export async function selectBackend(requested?: BackendName | 'auto'): Promise<B
 /** The active backend, for reports. */
 export function activeBackend(): string {
   return tf.getBackend();
+}
+
+/** The machine's memory in bytes (the budget of non-wasm backends: src/streamed.ts chooseResidency). */
+export function hostMemoryBytes(): number {
+  return totalmem();
 }

@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 // Backend selection in the browser bundle: replaces src/backend.ts there (package.json "browser"
 // field; scripts/build-web.ts bundles with it). Same exports, so llava.ts runs unchanged.
 //
@@ -30,6 +31,19 @@ export function setWasmFilesUrl(prefix: string): void {
 
 let chosen: BackendChoice | undefined;
 
+/** The WebGL renderer when it is a software rasteriser (SwiftShader, llvmpipe), else undefined. */
+function softwareWebgl(): string | undefined {
+  try {
+    const gl = new OffscreenCanvas(1, 1).getContext('webgl2');
+    if (!gl) return undefined;
+    const info = gl.getExtension('WEBGL_debug_renderer_info');
+    const renderer = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    return /swiftshader|llvmpipe|software/i.test(renderer) ? renderer : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function selectBackend(requested?: BackendName | 'auto'): Promise<BackendChoice> {
   const want = requested ?? 'auto';
   if (chosen && (want === 'auto' || want === chosen.name) && tf.getBackend() === chosen.name) return chosen;
@@ -42,6 +56,12 @@ export async function selectBackend(requested?: BackendName | 'auto'): Promise<B
     // WebGPU needs an adapter; asking tfjs without one only logs a warning and fails.
     if (name === 'webgpu' && !('gpu' in navigator)) {
       failed.push('webgpu (navigator.gpu is absent)');
+      continue;
+    }
+    // 'auto' passes over WebGL on a software rasteriser: wasm is ~15x faster there.
+    const software = want === 'auto' && name === 'webgl' ? softwareWebgl() : undefined;
+    if (software) {
+      failed.push(`webgl (software renderer: ${software.slice(0, 60)})`);
       continue;
     }
     let ok = false;
@@ -61,4 +81,10 @@ export async function selectBackend(requested?: BackendName | 'auto'): Promise<B
 
 export function activeBackend(): string {
   return tf.getBackend();
+}
+
+/** The device's memory as the browser reports it (navigator.deviceMemory, GiB, Chrome rounds and caps it at 8), else 4 GiB. */
+export function hostMemoryBytes(): number {
+  const gib = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
+  return (typeof gib === 'number' && gib > 0 ? gib : 4) * 2 ** 30;
 }

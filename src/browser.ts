@@ -14,6 +14,9 @@ import { ImageProcessor, type PreprocessorConfig } from './preprocess.js';
 import { ChatTemplate, templateText } from './chat-template.js';
 import { BytesSafetensorsSource } from '../weights/safetensors-bytes.js';
 import { parseStrictJson } from '../weights/strict-json.js';
+import { drawStage, upscale } from './merge-drawing.js';
+import type { RgbImage } from './image.js';
+import type { MergeReport } from '../merge/index.js';
 
 export { LlavaModel } from './llava.js';
 export type { GenerateOptions, GenerateOutput, LoadOptions, StageTimings } from './llava.js';
@@ -21,6 +24,7 @@ export { selectBackend, activeBackend, BACKEND_NAMES, setWasmFilesUrl } from './
 export { browserImageToRgb } from './browser-image.js';
 export type { BrowserImageInput } from './browser-image.js';
 export type { RgbImage } from './image.js';
+export { resolveModelMerge } from './merging.js';
 export * from '../merge/index.js';
 
 /** A model folder: its URL (ending in '/'), or its files (picked or dropped; matched by file name). */
@@ -189,4 +193,32 @@ export async function loadLlava(from: ModelFolder, options: BrowserLoadOptions =
   } finally {
     source.close();
   }
+}
+
+export interface MergePicture {
+  title: string;
+  /** side x side RGBA pixels, for a canvas's ImageData. */
+  side: number;
+  rgba: Uint8ClampedArray;
+}
+
+/**
+ * The drawing of `illava visualize` for one image: the preprocessed image (`resized`, e.g.
+ * imageProcessor.preprocess(rgb).resized) at `scale`, then one picture per merge step of `report`
+ * (a generate() with merge `{ ...resolveModelMerge(preset, model.config), trackSources: true }`).
+ */
+export function mergePictures(resized: RgbImage, patchSize: number, report: MergeReport, scale = 4): MergePicture[] {
+  const size = resized.width;
+  const grid = size / patchSize;
+  const side = size * scale;
+  const base = upscale(resized, scale);
+  const identity = Int32Array.from({ length: grid * grid }, (_, i) => i);
+  const steps: Array<{ title: string; map: Int32Array }> = [{ title: `input: ${grid}x${grid} patches of ${patchSize} px`, map: identity }];
+  let previous = grid * grid;
+  for (const s of report.stages ?? []) {
+    if (!s.patchToToken) throw new Error('mergePictures: the merge report has no patch -> token maps (generate with trackSources: true)');
+    steps.push({ title: `${s.stage === 'vision' ? 'vision' : 'LLM'} layer ${s.layer}: ${previous} -> ${s.tokens} tokens`, map: s.patchToToken });
+    previous = s.tokens;
+  }
+  return steps.map((st) => ({ title: st.title, side, rgba: new Uint8ClampedArray(drawStage(base, side, grid, scale, st.map).rgba.buffer) }));
 }
