@@ -104,6 +104,31 @@ describe('browser: the bundle in headless Chromium', function () {
     }
   });
 
+  it('bad input in the page gets one clear line: a missing folder, a Node-only call, a packed format, a non-image blob', async function () {
+    if (!session) this.skip();
+    const { page } = await session.newPage();
+    try {
+      const messages = await page.evaluate(`(async () => {
+        const il = await import('/illava.browser.js');
+        const errorOf = async (f) => { try { await f(); return 'no error'; } catch (e) { return e.message; } };
+        return [
+          await errorOf(() => il.loadLlava('/models/no-such-model/', { backend: 'wasm' })),
+          await errorOf(() => il.LlavaModel.fromPretrained('/models/default/')),
+          await errorOf(() => il.loadLlava('/models/default/', { backend: 'wasm', weightFormat: 'q8_0' })),
+          await errorOf(() => il.browserImageToRgb(new Blob(['not an image'], { type: 'text/plain' }))),
+          await errorOf(() => il.loadLlava('/models/default/', { backend: 'metal' })),
+        ];
+      })()`) as string[];
+      expect(messages[0]).to.match(/models\/no-such-model\/config\.json: file not found$/);
+      expect(messages[1]).to.match(/^node:\S+ \w+\(\) is Node-only: the browser build loads models with loadLlava/);
+      expect(messages[2]).to.match(/^weightFormat 'q8_0' needs the packed kernels/);
+      expect(messages[3]).to.match(/^image: the browser cannot decode this text\/plain/);
+      expect(messages[4]).to.match(/^unknown backend 'metal'/);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('webgl (SwiftShader): the same greedy tokens as Node on the embedded model', async function () {
     if (!session) this.skip();
     const c = CASES[0];
