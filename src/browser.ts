@@ -17,6 +17,8 @@ import { parseStrictJson } from '../weights/strict-json.js';
 import { drawStage, upscale } from './merge-drawing.js';
 import type { RgbImage } from './image.js';
 import type { MergeReport } from '../merge/index.js';
+import { useKernelModule } from '../layers/packed/index.js';
+import { checkWeightFormat } from './packing.js';
 
 export { LlavaModel } from './llava.js';
 export type { GenerateOptions, GenerateOutput, LoadOptions, StageTimings } from './llava.js';
@@ -157,17 +159,42 @@ async function readWeights(folder: FolderReader, onDownload?: (p: DownloadProgre
   return new BytesSafetensorsSource(folder.origin, files);
 }
 
+let kernelsUrl: string | undefined;
+
+/** Where kernels.wasm (our AssemblyScript kernels of the packed formats) is served; default: next to the bundle. */
+export function setKernelsUrl(url: string): void {
+  kernelsUrl = url;
+}
+
+let kernelsLoaded: Promise<void> | undefined;
+
+/** Fetches and compiles kernels.wasm once. Its memories are shared, so the page must be cross-origin isolated. */
+function loadPackedKernels(): Promise<void> {
+  if (!globalThis.crossOriginIsolated) {
+    return Promise.reject(new Error('packed weight formats (f16, q8_0, q4_0) need a cross-origin isolated page (serve it with the headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp): their kernels use shared WebAssembly memory'));
+  }
+  kernelsLoaded ??= (async () => {
+    const url = kernelsUrl ?? new URL('./kernels.wasm', import.meta.url).href;
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status} (the packed-format kernels)`);
+    useKernelModule(await WebAssembly.compile(await response.arrayBuffer()));
+  })();
+  kernelsLoaded.catch(() => { kernelsLoaded = undefined; });
+  return kernelsLoaded;
+}
+
 /**
  * Loads a LLaVA-1.5 Hugging Face folder into the page. Weights are float32 tensors of the chosen
- * backend (options.backend: 'auto' tries webgpu, webgl, wasm, cpu); the Node-only options
- * (threads: 2, packed weight formats, the packed cache) are refused.
+ * backend (options.backend: 'auto' tries webgpu, webgl, wasm, cpu), or with weightFormat f16 /
+ * q8_0 / q4_0 packed for our AssemblyScript kernels (wasm and cpu backends, one thread, in a
+ * cross-origin isolated page); threads: 2 and the packed cache are Node-only.
  */
 export async function loadLlava(from: ModelFolder, options: BrowserLoadOptions = {}): Promise<LlavaModel> {
   if ((options.threads ?? 1) !== 1) throw new Error('threads: 2 uses Node worker threads; the browser build runs on one thread');
-  const format = options.weightFormat ?? 'f32';
-  if (format !== 'f32' || (options.visionWeightFormat ?? 'f32') !== 'f32') {
-    throw new Error(`weightFormat '${String(format === 'f32' ? options.visionWeightFormat : format)}' needs the packed kernels, which the browser build does not load yet: use 'f32'`);
-  }
+  const decoderFormat = checkWeightFormat(options.weightFormat ?? 'f32', 'weightFormat');
+  const visionFormat = checkWeightFormat(options.visionWeightFormat ?? decoderFormat, 'visionWeightFormat');
+  if (decoderFormat === 'auto' || visionFormat === 'auto') throw new Error("weightFormat 'auto' is Node's choice by machine memory: in the page name one of f32, f16, q8_0, q4_0");
+  if (decoderFormat !== 'f32' || visionFormat !== 'f32') await loadPackedKernels();
   const folder = typeof from === 'string' ? urlReader(from) : blobReader(from);
   const config = parseLlavaConfig(await readJson(folder, 'config.json', true));
   const tokenizerConfig = (await readJson(folder, 'tokenizer_config.json', false)) ?? {};
@@ -186,7 +213,7 @@ export async function loadLlava(from: ModelFolder, options: BrowserLoadOptions =
   try {
     const model = await LlavaModel.fromParts(
       { name: folder.origin, config, source, tokenizer, imageProcessor },
-      { ...options, threads: 1, weightFormat: 'f32', visionWeightFormat: 'f32', quantizedCache: false },
+      { ...options, threads: 1, weightFormat: decoderFormat, visionWeightFormat: visionFormat, quantizedCache: false },
     );
     model.chatTemplate = template === undefined ? undefined : new ChatTemplate(template, folder.origin);
     return model;

@@ -32,6 +32,7 @@ const CASES: Case[] = [
 
 /** Node's answer for the same call (wasm backend, image decoded from the file). */
 async function nodeGenerate(model: LlavaModel, c: Case, merge: string) {
+  // (model: loaded with the same weightFormat as the page's)
   const out = await model.generate({ prompt: c.prompt, images: [join(REPO_ROOT, c.dir, c.image)], merge: merge as 'none', maxNewTokens: c.maxNewTokens, returnLogits: true });
   return { text: out.text, tokenIds: out.tokenIds, logits: (out.logits ?? []).map((l) => Array.from(l)), merges: out.merges.map((m) => ({ patches: m.patches, vision: m.vision, language: m.language, tokens: m.tokens })) };
 }
@@ -72,7 +73,7 @@ describe('browser: the bundle in headless Chromium', function () {
           try {
             const got: PageAnswer = await pageGenerate(page, { dir: c.url, image: c.url + c.image, prompt: c.prompt, merge, backend: 'wasm', maxNewTokens: c.maxNewTokens });
             const want = await nodeGenerate(node, c, merge);
-            expect(got.backend).to.equal('wasm');
+            expect([got.backend, got.decoderFormat]).to.deep.equal(['wasm', 'f32']);
             expect(got.text).to.equal(want.text);
             expect(got.tokenIds).to.deep.equal(want.tokenIds);
             expect(got.merges).to.deep.equal(want.merges);
@@ -86,6 +87,25 @@ describe('browser: the bundle in headless Chromium', function () {
           }
         });
       }
+      it('wasm, weights packed as q8_0 (our AssemblyScript kernels in the page): same tokens as Node q8_0, logits within 1e-4 relative', async () => {
+        const nodeQ8 = await LlavaModel.fromPretrained(join(REPO_ROOT, c.dir), { backend: 'wasm', weightFormat: 'q8_0', quantizedCache: false });
+        const { page, errors } = await (session as BrowserSession).newPage();
+        try {
+          const got = await pageGenerate(page, { dir: c.url, image: c.url + c.image, prompt: c.prompt, merge: 'none', backend: 'wasm', maxNewTokens: c.maxNewTokens, weightFormat: 'q8_0' });
+          const want = await nodeGenerate(nodeQ8, c, 'none');
+          expect([got.decoderFormat, got.packedBytes]).to.deep.equal([nodeQ8.layout.formats.decoder, nodeQ8.layout.packedBytes]);
+          expect(got.decoderFormat).to.equal('q8_0');
+          expect(got.tokenIds).to.deep.equal(want.tokenIds);
+          expect(got.text).to.equal(want.text);
+          const rel = Math.max(...got.logits.map((row, i) => maxRelDiff(row, want.logits[i])));
+          console.log(`      page vs Node, q8_0: '${got.text.trim()}', logits max rel diff ${rel.toExponential(2)}`);
+          expect(rel).to.be.at.most(1e-4);
+          expect(realErrors(errors)).to.deep.equal([]);
+        } finally {
+          nodeQ8.dispose();
+          await page.close();
+        }
+      });
     });
   }
 
@@ -104,7 +124,7 @@ describe('browser: the bundle in headless Chromium', function () {
     }
   });
 
-  it('bad input in the page gets one clear line: a missing folder, a Node-only call, a packed format, a non-image blob', async function () {
+  it('bad input in the page gets one clear line: a missing folder, a Node-only call, weightFormat auto, a non-image blob, an unknown backend', async function () {
     if (!session) this.skip();
     const { page } = await session.newPage();
     try {
@@ -114,14 +134,14 @@ describe('browser: the bundle in headless Chromium', function () {
         return [
           await errorOf(() => il.loadLlava('/models/no-such-model/', { backend: 'wasm' })),
           await errorOf(() => il.LlavaModel.fromPretrained('/models/default/')),
-          await errorOf(() => il.loadLlava('/models/default/', { backend: 'wasm', weightFormat: 'q8_0' })),
+          await errorOf(() => il.loadLlava('/models/default/', { backend: 'wasm', weightFormat: 'auto' })),
           await errorOf(() => il.browserImageToRgb(new Blob(['not an image'], { type: 'text/plain' }))),
           await errorOf(() => il.loadLlava('/models/default/', { backend: 'metal' })),
         ];
       })()`) as string[];
       expect(messages[0]).to.match(/models\/no-such-model\/config\.json: file not found$/);
       expect(messages[1]).to.match(/^node:\S+ \w+\(\) is Node-only: the browser build loads models with loadLlava/);
-      expect(messages[2]).to.match(/^weightFormat 'q8_0' needs the packed kernels/);
+      expect(messages[2]).to.match(/^weightFormat 'auto' is Node's choice/);
       expect(messages[3]).to.match(/^image: the browser cannot decode this text\/plain/);
       expect(messages[4]).to.match(/^unknown backend 'metal'/);
     } finally {

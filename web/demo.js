@@ -1,6 +1,6 @@
 // The demo page: load a model (the embedded default, any HF folder URL, or dropped files), pick
 // or drop an image, ask, and see the streamed answer, token counts, stage times and the merge
-// picture. ?backend=wasm|webgl|webgpu|cpu picks the backend, ?model=URL the folder.
+// picture. ?backend=wasm|webgl|webgpu|cpu picks the backend, ?model=URL the folder, ?weights=q8_0 the format.
 import * as il from './illava.browser.js';
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +24,7 @@ async function load() {
   try {
     model = await il.loadLlava(from, {
       backend: $('backend').value,
+      weightFormat: $('format').value,
       onDownload: (p) => { $('progress').value = p.total ? p.loaded / p.total : 0; status(`downloading ${p.file}: ${(p.loaded / 1e6).toFixed(1)} MB`); },
       onProgress: (p) => { $('progress').value = p.loaded / p.total; status(`building tensors ${p.loaded}/${p.total}`); },
     });
@@ -33,7 +34,7 @@ async function load() {
     return;
   }
   $('progress').value = 1;
-  status(`${model.dir}: loaded in ${(performance.now() - t0).toFixed(0)} ms on ${il.activeBackend()}`);
+  status(`${model.dir}: loaded in ${(performance.now() - t0).toFixed(0)} ms on ${il.activeBackend()}, ${model.layout.formats.decoder} weights`);
   document.body.dataset.state = 'ready';
   $('ask').disabled = false;
 }
@@ -96,6 +97,7 @@ function drawPictures(rgb, report) {
 for (const name of il.MERGE_PRESET_NAMES) $('merge').append(new Option(name, name, name === 'illava', name === 'illava'));
 if (params.get('backend')) $('backend').value = params.get('backend');
 if (params.get('model')) $('model-url').value = params.get('model');
+if (params.get('weights')) $('format').value = params.get('weights');
 $('load').onclick = load;
 $('ask').onclick = ask;
 $('image-file').onchange = () => { if ($('image-file').files[0]) setImage($('image-file').files[0]); };

@@ -10,6 +10,8 @@ export interface PageRequest {
   merge: string;
   backend: string;
   maxNewTokens: number;
+  /** weightFormat of the load (default f32). */
+  weightFormat?: string;
 }
 
 export interface PageAnswer {
@@ -20,6 +22,9 @@ export interface PageAnswer {
   backend: string;
   loadMs: number;
   answerMs: number;
+  /** model.layout: the decoder's weight format and the packed bytes outside the tfjs heap. */
+  decoderFormat: string;
+  packedBytes: number;
 }
 
 /** Loads the model in the page (once per page and folder) and answers one request. */
@@ -28,15 +33,15 @@ export async function pageGenerate(page: Page, r: PageRequest): Promise<PageAnsw
     const il = await import('/illava.browser.js');
     window.__models ??= {};
     const t0 = performance.now();
-    const key = r.dir + ' ' + r.backend;
-    window.__models[key] ??= await il.loadLlava(r.dir, { backend: r.backend });
+    const key = r.dir + ' ' + r.backend + ' ' + (r.weightFormat ?? 'f32');
+    window.__models[key] ??= await il.loadLlava(r.dir, { backend: r.backend, weightFormat: r.weightFormat ?? 'f32' });
     const model = window.__models[key];
     const t1 = performance.now();
     const rgb = await il.browserImageToRgb(await (await fetch(r.image)).blob());
     const out = await model.generate({ prompt: r.prompt, images: [rgb], merge: r.merge, maxNewTokens: r.maxNewTokens, returnLogits: true });
     const t2 = performance.now();
     return { text: out.text, tokenIds: out.tokenIds, logits: out.logits.map((l) => Array.from(l)), merges: out.merges.map((m) => ({ patches: m.patches, vision: m.vision, language: m.language, tokens: m.tokens })),
-      backend: il.activeBackend(), loadMs: t1 - t0, answerMs: t2 - t1 };
+      backend: il.activeBackend(), loadMs: t1 - t0, answerMs: t2 - t1, decoderFormat: model.layout.formats.decoder, packedBytes: model.layout.packedBytes };
   })(${JSON.stringify(r)})`) as Promise<PageAnswer>;
 }
 
