@@ -114,9 +114,14 @@ function blobReader(files: Iterable<File> | ReadonlyMap<string, Blob>): FolderRe
   };
 }
 
+/** `<folder URL><name>`, or `the files given: <name>`, in messages. */
+function fileLabel(folder: FolderReader, name: string): string {
+  return `${folder.origin}${folder.origin.endsWith('/') ? '' : ': '}${name}`;
+}
+
 async function readJson(folder: FolderReader, name: string, required: boolean): Promise<Record<string, unknown> | undefined> {
   const bytes = await folder.read(name);
-  const label = `${folder.origin}${folder.origin.endsWith('/') ? '' : ': '}${name}`;
+  const label = fileLabel(folder, name);
   if (!bytes) {
     if (required) throw new Error(`${label}: file not found`);
     return undefined;
@@ -199,13 +204,13 @@ export async function loadLlava(from: ModelFolder, options: BrowserLoadOptions =
   const config = parseLlavaConfig(await readJson(folder, 'config.json', true));
   const tokenizerConfig = (await readJson(folder, 'tokenizer_config.json', false)) ?? {};
   const tokenizerJson = await readJson(folder, 'tokenizer.json', true);
-  const tokenizer = LlavaTokenizer.fromJson(tokenizerJson ?? {}, tokenizerConfig, `${folder.origin}tokenizer.json`);
+  const tokenizer = LlavaTokenizer.fromJson(tokenizerJson ?? {}, tokenizerConfig, fileLabel(folder, 'tokenizer.json'));
   const preprocessor = await readJson(folder, 'preprocessor_config.json', true);
   let imageProcessor: ImageProcessor;
   try {
     imageProcessor = ImageProcessor.fromConfig((preprocessor ?? {}) as PreprocessorConfig);
   } catch (e) {
-    throw new Error(`${(e as Error).message} in '${folder.origin}preprocessor_config.json'`);
+    throw new Error(`${(e as Error).message} in '${fileLabel(folder, 'preprocessor_config.json')}'`);
   }
   const templateJson = await readJson(folder, 'chat_template.json', false);
   const template = templateText(templateJson?.chat_template ?? tokenizerConfig.chat_template, folder.origin);

@@ -149,6 +149,32 @@ describe('browser: the bundle in headless Chromium', function () {
     }
   });
 
+  it('loads from File objects (a picked or dropped folder) to the same answer as from the URL', async function () {
+    if (!session) this.skip();
+    const { page } = await session.newPage();
+    try {
+      const got = await page.evaluate(`(async () => {
+        const il = await import('/illava.browser.js');
+        const names = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'preprocessor_config.json', 'model.safetensors', 'README.md'];
+        const files = await Promise.all(names.map(async (n) => new File([await (await fetch('/models/default/' + n)).blob()], n)));
+        const rgb = await il.browserImageToRgb(await (await fetch('/models/default/sample.png')).blob());
+        const ask = async (m) => (await m.generate({ prompt: 'What colour is the star?', images: [rgb], maxNewTokens: 4, returnLogits: true }));
+        const fromFiles = await il.loadLlava(files, { backend: 'wasm' });
+        const fromUrl = await il.loadLlava('/models/default/', { backend: 'wasm' });
+        const a = await ask(fromFiles);
+        const b = await ask(fromUrl);
+        let diff = 0;
+        a.logits.forEach((row, i) => row.forEach((v, j) => { diff = Math.max(diff, Math.abs(v - b.logits[i][j])); }));
+        return { a: a.text, b: b.text, diff, origin: fromFiles.dir };
+      })()`) as { a: string; b: string; diff: number; origin: string };
+      expect(got.origin).to.equal('the files given');
+      expect(got.a).to.equal(got.b);
+      expect(got.diff).to.equal(0);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('webgl (SwiftShader): the same greedy tokens as Node on the embedded model', async function () {
     if (!session) this.skip();
     const c = CASES[0];
