@@ -31,6 +31,26 @@ export function setWasmFilesUrl(prefix: string): void {
 
 let chosen: BackendChoice | undefined;
 
+/** What we read of a WebGPU adapter (the DOM typings of this TypeScript do not have WebGPU). */
+interface GpuAdapterInfo { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean }
+interface GpuLike { requestAdapter(): Promise<{ info?: GpuAdapterInfo; isFallbackAdapter?: boolean } | null> }
+
+/** Why 'auto' should not use WebGPU here (no adapter, or a software one such as SwiftShader), or undefined. */
+async function webgpuUnsuitable(): Promise<string | undefined> {
+  const gpu = (navigator as unknown as { gpu?: GpuLike }).gpu;
+  if (!gpu) return 'navigator.gpu is absent';
+  try {
+    const adapter = await gpu.requestAdapter();
+    if (!adapter) return 'no adapter';
+    const info = adapter.info ?? {};
+    const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+    if (info.isFallbackAdapter || adapter.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|software/i.test(name)) return `software adapter: ${name.slice(0, 60) || 'fallback'}`;
+    return undefined;
+  } catch (e) {
+    return `requestAdapter failed (${(e as Error).message})`;
+  }
+}
+
 /** The WebGL renderer when it is a software rasteriser (SwiftShader, llvmpipe), else undefined. */
 function softwareWebgl(): string | undefined {
   try {
@@ -53,10 +73,14 @@ export async function selectBackend(requested?: BackendName | 'auto'): Promise<B
   setWasmPaths(wasmPrefix ?? new URL('./', import.meta.url).href);
   const failed: string[] = [];
   for (const name of want === 'auto' ? BACKEND_NAMES : [want]) {
-    // WebGPU needs an adapter; asking tfjs without one only logs a warning and fails.
-    if (name === 'webgpu' && !('gpu' in navigator)) {
-      failed.push('webgpu (navigator.gpu is absent)');
-      continue;
+    // WebGPU needs an adapter (asking tfjs without one only logs a warning and fails); 'auto'
+    // also passes over a software adapter: SwiftShader's WebGPU is ~170x slower than wasm.
+    if (name === 'webgpu') {
+      const why = want === 'auto' ? await webgpuUnsuitable() : !('gpu' in navigator) ? 'navigator.gpu is absent' : undefined;
+      if (why) {
+        failed.push(`webgpu (${why})`);
+        continue;
+      }
     }
     // 'auto' passes over WebGL on a software rasteriser: wasm is ~15x faster there.
     const software = want === 'auto' && name === 'webgl' ? softwareWebgl() : undefined;

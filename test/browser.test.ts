@@ -193,6 +193,33 @@ describe('browser: the bundle in headless Chromium', function () {
     }
   });
 
+  it('webgpu (SwiftShader over Vulkan): the same greedy tokens as Node on the embedded model; auto passes over the software adapter', async function () {
+    if (!session) this.skip();
+    // Without these flags this Chromium's WebGPU returns zeros from every compute shader (checked by hand).
+    const gpu = await startBrowserSession(chromium as string, ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader']);
+    const c = CASES[0];
+    const node = await LlavaModel.fromPretrained(join(REPO_ROOT, c.dir), { backend: 'wasm' });
+    try {
+      const { page } = await gpu.newPage();
+      const hasAdapter = await page.evaluate('(async () => !!(navigator.gpu && await navigator.gpu.requestAdapter()))()');
+      if (!hasAdapter) {
+        console.log('      webgpu check skipped: this Chromium gives no WebGPU adapter even with --enable-unsafe-webgpu');
+        this.skip();
+      }
+      const want = await nodeGenerate(node, c, 'none');
+      const got = await pageGenerate(page, { dir: c.url, image: c.url + c.image, prompt: c.prompt, merge: 'none', backend: 'webgpu', maxNewTokens: c.maxNewTokens });
+      expect(got.backend).to.equal('webgpu');
+      expect(got.tokenIds).to.deep.equal(want.tokenIds);
+      expect(got.text).to.equal(want.text);
+      const fresh = (await gpu.newPage()).page; // 'auto' keeps a backend already chosen: ask in a new page
+      const auto = await pageGenerate(fresh, { dir: c.url, image: c.url + c.image, prompt: c.prompt, merge: 'none', backend: 'auto', maxNewTokens: 1 });
+      expect(auto.backend).to.equal('wasm'); // software WebGPU and WebGL are passed over
+    } finally {
+      node.dispose();
+      await gpu.close();
+    }
+  });
+
   it('the demo page answers the sample question as Node does (merge illava); a screenshot is written to the artifact folder', async function () {
     if (!session) this.skip();
     const c = CASES[0];
