@@ -8,8 +8,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import { totalmem } from 'node:os';
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+/** Every backend name: 'webgpu' and 'webgl' exist in the browser bundle only (src/backend.web.ts). */
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu' | 'webgl' | 'webgpu';
+/** The backends of this (Node) build. */
 export const BACKEND_NAMES: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
 
 export interface BackendChoice {
@@ -50,6 +53,7 @@ let chosen: BackendChoice | undefined;
 export async function selectBackend(requested?: BackendName | 'auto'): Promise<BackendChoice> {
   const want = requested ?? 'auto';
   if (chosen && (want === 'auto' || want === chosen.name) && tf.getBackend() === chosen.name) return chosen;
+  if (want === 'webgl' || want === 'webgpu') throw new Error(`backend '${want}' runs in the browser bundle only (in Node: ${BACKEND_NAMES.join(', ')})`);
   if (want !== 'auto' && !BACKEND_NAMES.includes(want)) {
     throw new Error(`unknown backend '${String(want)}' (expected one of: auto, ${BACKEND_NAMES.join(', ')})`);
   }
@@ -81,4 +85,9 @@ export async function selectBackend(requested?: BackendName | 'auto'): Promise<B
 /** The active backend, for reports. */
 export function activeBackend(): string {
   return tf.getBackend();
+}
+
+/** The machine's memory in bytes (the budget of non-wasm backends: src/streamed.ts chooseResidency). */
+export function hostMemoryBytes(): number {
+  return totalmem();
 }

@@ -61,7 +61,7 @@ function jsonObject(path: string): Record<string, unknown> {
 }
 
 /** A `chat_template` value: a string, or transformers' list of named templates (the 'default' one, else the first). */
-function templateText(value: unknown, origin: string): string | undefined {
+export function templateText(value: unknown, origin: string): string | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return value;
   if (Array.isArray(value)) {

@@ -17,7 +17,7 @@
 //
 // Residency is chosen by chooseResidency(): 'resident' when the model's float32 weights fit the
 // backend's budget, else 'streamed'; LoadOptions.weights overrides it.
-import * as os from 'node:os';
+import { hostMemoryBytes } from './backend.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { GatedMlp, Linear, type KVCache, type LinearBlock, type RMSNorm } from '../layers/index.js';
 import { readRaw, bytesToFloat32, exactF16Words, f16WordsToFloat32, type RawTensor, type TensorInfo, type WeightSource } from '../weights/index.js';
@@ -251,7 +251,7 @@ export function chooseResidency(config: LlavaConfig, backend: string, opts: { re
       ? { residency: 'resident', reason: `wasm: ${gib(need)} of weights in the heap fit ${gib(budget)}` }
       : { residency: 'streamed', reason: `wasm: ${gib(need)} of weights in the heap exceed ${gib(budget)}` };
   }
-  const budget = (opts.totalMemory ?? os.totalmem()) / 2;
+  const budget = (opts.totalMemory ?? hostMemoryBytes()) / 2;
   const need = decoderLayers + rest;
   return need <= budget
     ? { residency: 'resident', reason: `${backend}: ${gib(need)} of weights fit half the memory (${gib(budget)})` }

@@ -85,13 +85,18 @@ export class LlavaTokenizer {
     } catch (e) {
       if (!/not found/.test((e as Error).message)) throw e;
     }
+    return LlavaTokenizer.fromJson(json, config, join(dir, 'tokenizer.json'), opts);
+  }
+
+  /** Builds from tokenizer.json and tokenizer_config.json already parsed (a web page fetched them); `origin` names them in errors. */
+  static fromJson(json: Record<string, unknown>, config: Record<string, unknown>, origin: string, opts: LlavaTokenizerOptions = {}): LlavaTokenizer {
     let hf: Tokenizer;
     try {
       hf = new Tokenizer(json, config);
       // Some parts (the post_processor) are only used at encode time: try them now, at load.
       hf.encode('a', { add_special_tokens: true });
     } catch (e) {
-      throw new Error(`tokenizer: cannot build from '${join(dir, 'tokenizer.json')}' (${String((e as Error).message).slice(0, 200)})`);
+      throw new Error(`tokenizer: cannot build from '${origin}' (${String((e as Error).message).slice(0, 200)})`);
     }
     const model = json.model as { unk_token?: unknown } | undefined;
     const unk = typeof model?.unk_token === 'string' ? hf.token_to_id(model.unk_token) : undefined;

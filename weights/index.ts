@@ -7,6 +7,7 @@ export type { TensorLocation } from './hf-folder.js';
 export { asFloat16Source, checkFinite, missingTensorError, readChecked, readRaw } from './source.js';
 export { CANONICAL_PREFIX, canonicalNameMap, toCanonicalName, toNewSchemeName } from './names.js';
 export { SafetensorsFile, parseSafetensorsHeader, MAX_HEADER_BYTES } from './safetensors.js';
+export { BytesSafetensorsSource } from './safetensors-bytes.js';
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors.js';
 export { openTfjsWeights, TfjsWeightsSource, writeTfjsWeights, DEFAULT_SHARD_BYTES } from './tfjs-format.js';
 export type { TfjsWeightEntry, TfjsWeightsJson, WriteTfjsOptions, WriteTfjsResult } from './tfjs-format.js';

@@ -3,6 +3,6 @@ export { WeightArena, MEMORY_LIMIT, type ArenaSlice } from './arena.js';
 export { KernelPool, type KernelPoolOptions } from './pool.js';
 export { PackedRuntime } from './runtime.js';
 export { PackedLinear, PACKED_MATMUL, PACKED_BACKENDS, type PackedLinearOptions } from './packed-linear.js';
-export { KERNEL_URL, kernelModule, instantiateKernels, type KernelExports } from './kernel.js';
+export { KERNEL_URL, kernelModule, instantiateKernels, useKernelModule, type KernelExports } from './kernel.js';
 export { PackedGatedMlp, PackedTwoLayerMlp } from './packed-mlp.js';
 export { ArenaKV } from './arena-kv.js';

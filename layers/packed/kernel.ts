@@ -22,6 +22,14 @@ export const KERNEL_URL = new URL('../../kernels/kernels.wasm', import.meta.url)
 
 let compiled: WebAssembly.Module | null = null;
 
+/**
+ * Gives the compiled kernels to this thread when they cannot be read from disk (the browser
+ * bundle fetches dist/web/kernels.wasm and compiles it: src/browser.ts).
+ */
+export function useKernelModule(module: WebAssembly.Module): void {
+  compiled = module;
+}
+
 /** The compiled module (read and compiled once per thread). */
 export function kernelModule(): WebAssembly.Module {
   if (compiled) return compiled;
