@@ -56,7 +56,7 @@ export interface PackedLayout {
 }
 
 /** Patches along one side of a tile. */
-function tileSide(config: LlavaConfig): number {
+export function tileSide(config: LlavaConfig): number {
   return Math.floor(config.vision.imageSize / config.vision.patchSize);
 }
 
@@ -65,12 +65,17 @@ function anyresOf(config: LlavaConfig): AnyresConfig {
   return config.anyres;
 }
 
-/** The packed layout of an image of height x width pixels (HF pack_image_features, and the processor's count). */
-export function packedLayout(config: LlavaConfig, height: number, width: number): PackedLayout {
+/**
+ * The packed layout of an image of height x width pixels (HF pack_image_features, and the processor's
+ * count). `side`: tokens along one side of a tile's grid; default the tile's patches per side. After a
+ * vision-stage merge with the 'square' layout it is sqrt(N') (the authors' code: unpadding, the
+ * anyres_max downscale and the base tile all use the regridded side; src/anyres-merge.ts).
+ */
+export function packedLayout(config: LlavaConfig, height: number, width: number, side = tileSide(config)): PackedLayout {
   if (!Number.isSafeInteger(height) || !Number.isSafeInteger(width) || height < 1 || width < 1) throw new Error(`image size ${width}x${height} must be positive integers`);
+  if (!Number.isInteger(side) || side < 1) throw new Error(`packedLayout: a tile side of ${side} tokens must be a positive integer`);
   const anyres = anyresOf(config);
   const tile = config.vision.imageSize;
-  const side = tileSide(config);
   const [bestH, bestW] = selectBestResolution(height, width, anyres.imageGridPinpoints);
   const rows = Math.floor(bestH / tile);
   const cols = Math.floor(bestW / tile);
