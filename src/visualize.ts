@@ -174,7 +174,7 @@ export function countSeries(name: string, report: MergeReport, visionLayers: num
 // ---------------------------------------------------------------------------------------------
 // Drawing on RGBA buffers
 
-type Rgb = [number, number, number];
+export type Rgb = [number, number, number];
 
 function hsv(h: number, s: number, v: number): Rgb {
   const i = Math.floor(h * 6);
@@ -194,7 +194,7 @@ function hsv(h: number, s: number, v: number): Rgb {
 }
 
 /** Distinct colours for integer keys (golden-ratio hues, two brightness levels). */
-function regionColour(key: number): Rgb {
+export function regionColour(key: number): Rgb {
   return hsv((key * 0.6180339887) % 1, 0.85, key % 2 ? 0.95 : 0.8);
 }
 
