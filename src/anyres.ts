@@ -166,13 +166,15 @@ export function packVideoFeatures(config: LlavaConfig, projected: tf.Tensor3D, n
 }
 
 /**
- * LlavaOnevisionImageProcessor's per-tile steps (size, resample, rescale, normalize) from its
- * preprocessor_config.json. Its `do_pad` means the anyres canvas padding (done by
- * anyresPixelValues), not LLaVA-1.5's pad-to-square, so it is not passed on; it has no centre crop.
+ * The per-tile steps (size, resample, [centre crop], rescale, normalize) of
+ * LlavaOnevisionImageProcessor / LlavaNextImageProcessor from preprocessor_config.json. Their
+ * `do_pad` means the anyres canvas padding (done by anyresPixelValues; NeXT's batch padding with
+ * zero tiles is not needed for one prompt), not LLaVA-1.5's pad-to-square, so it is not passed on.
+ * OneVision has no crop (no crop_size); NeXT crops each tile to crop_size, a no-op on tile-sized tiles.
  */
 export function anyresTileProcessor(cfg: PreprocessorConfig): ImageProcessor {
   const { do_pad: _pad, image_grid_pinpoints: _pinpoints, ...rest } = cfg;
-  return ImageProcessor.fromConfig({ ...rest, do_pad: false, do_center_crop: false });
+  return ImageProcessor.fromConfig({ ...rest, do_pad: false, do_center_crop: cfg.crop_size === undefined ? false : (cfg.do_center_crop ?? true) });
 }
 
 /** What anyresPixelValues returns. */

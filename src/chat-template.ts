@@ -16,7 +16,7 @@ export const LLAVA_15_CHAT_TEMPLATE =
 /** A message as chat templates see it (transformers' processor format: content is a list of parts). */
 export interface TemplateMessage {
   role: string;
-  content: Array<{ type: 'text'; text: string } | { type: 'image' }>;
+  content: Array<{ type: 'text'; text: string } | { type: 'image' } | { type: 'video' }>;
 }
 
 /** Largest template file read (bytes). */

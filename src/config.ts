@@ -47,18 +47,19 @@ export interface TextConfig {
   mlpBias: boolean;
 }
 
-/** LLaVA-NeXT / OneVision anyres settings (read and validated; tiling and packing are not implemented yet). */
+/** LLaVA-NeXT / OneVision anyres settings (tiles: src/anyres.ts; processor: src/multimodal.ts). */
 export interface AnyresConfig {
   /** (height, width) pairs, each a multiple of the tile size. */
   imageGridPinpoints: Array<[number, number]>;
-  /** 'anyres' or 'anyres_max_N'. */
+  /** 'anyres' (LLaVA-NeXT: no downscale) or 'anyres_max_N' (OneVision). */
   visionAspectRatio: string;
-  videoTokenIndex: number;
+  /** The `<video>` id (OneVision); null for LLaVA-NeXT, which has no video input. */
+  videoTokenIndex: number | null;
 }
 
 export interface LlavaConfig {
-  /** 'llava' (LLaVA-1.5) or 'llava_onevision'. */
-  modelType: 'llava' | 'llava_onevision';
+  /** 'llava' (LLaVA-1.5), 'llava_next' (LLaVA-NeXT: CLIP + LLaMA, anyres) or 'llava_onevision' (SigLIP + Qwen2, anyres_max_N, video). */
+  modelType: 'llava' | 'llava_next' | 'llava_onevision';
   vision: VisionConfig;
   text: TextConfig;
   imageTokenIndex: number;
@@ -127,10 +128,11 @@ export function parseLlavaConfig(json: unknown): LlavaConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('config.json: not a JSON object');
   const root = new ConfigReader(json as Json, '');
   const modelType = root.str('model_type', 'llava');
-  if (modelType !== 'llava' && modelType !== 'llava_onevision') {
-    throw new Error(`config.json: model_type '${modelType}' is not supported (expected 'llava', a LLaVA-1.5 model, or 'llava_onevision')`);
+  if (modelType !== 'llava' && modelType !== 'llava_next' && modelType !== 'llava_onevision') {
+    throw new Error(`config.json: model_type '${modelType.slice(0, 60)}' is not supported (expected 'llava' for LLaVA-1.5, 'llava_next' or 'llava_onevision')`);
   }
   const onevision = modelType === 'llava_onevision';
+  const next = modelType === 'llava_next';
 
   const v = root.section('vision_config');
   const visionType = v.str('model_type', onevision ? 'siglip_vision_model' : 'clip_vision_model');
@@ -159,8 +161,8 @@ export function parseLlavaConfig(json: unknown): LlavaConfig {
   const textType = t.str('model_type', expectedText);
   if (textType !== expectedText) throw new Error(`config.json: text_config.model_type '${textType}' is not supported for ${modelType} (expected ${expectedText})`);
   const qwen2 = textType === 'qwen2';
-  if (qwen2 && t.bool('use_sliding_window', false)) {
-    throw new Error('config.json: text_config.use_sliding_window true is not supported (sliding-window attention is not implemented)');
+  if (t.bool('use_sliding_window', false)) {
+    throw new Error(`config.json: text_config.use_sliding_window true is not supported (sliding-window attention is not implemented; sliding_window ${JSON.stringify(t.raw('sliding_window') ?? null)})`);
   }
   const hiddenSize = t.int('hidden_size', 4096);
   const numHeads = t.int('num_attention_heads', 32);
@@ -205,6 +207,11 @@ export function parseLlavaConfig(json: unknown): LlavaConfig {
     throw new Error(`config.json: vision_feature_select_strategy '${strategy}' is not supported (default or full)`);
   }
   let anyres: AnyresConfig | null = null;
+  if (next) {
+    // LlavaNextConfig has no vision_aspect_ratio: the unpadded grid is never downscaled.
+    anyres = { imageGridPinpoints: parsePinpoints(root.raw('image_grid_pinpoints'), vision.imageSize), visionAspectRatio: 'anyres', videoTokenIndex: null };
+    if (!root.bool('use_image_newline_parameter', true)) throw new Error('config.json: use_image_newline_parameter false is not supported (llava_next packs image_newline)');
+  }
   if (onevision) {
     if (strategy !== 'full') throw new Error(`config.json: vision_feature_select_strategy '${strategy}' is not supported for llava_onevision (SigLIP has no CLS: full)`);
     anyres = {

@@ -19,7 +19,8 @@ export interface ChatModel {
   readonly maxImagePixels: number;
   promptIds(input: PromptInput): number[];
   checkContext(ids: number[], newTokens: number): number;
-  pixelValues(image: ImageInput): Promise<PixelValues>;
+  /** `imagesInPrompt`: how many images the prompt has (OneVision preprocesses each of several images to one tile). */
+  pixelValues(image: ImageInput, imagesInPrompt?: number): Promise<PixelValues>;
   generate(options: GenerateOptions): Promise<GenerateOutput>;
 }
 
@@ -195,7 +196,7 @@ export async function generateChat(model: ChatModel, prepared: PreparedChat, opt
   const pixels: PixelValues[] = [];
   for (const [i, image] of prepared.images.entries()) {
     try {
-      pixels.push(await model.pixelValues(image));
+      pixels.push(await model.pixelValues(image, prepared.images.length));
     } catch (e) {
       throw new ChatInputError(`image ${i + 1}: ${(e as Error).message}`);
     }

@@ -5,11 +5,20 @@ import type { MergeOption, MergeReport } from '../merge/index.js';
 import type { RgbImage } from './image.js';
 import type { SamplingOptions } from './sampling.js';
 
-/** Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing preprocessing. */
+/**
+ * Already-preprocessed pixels [3, H, W] (e.g. a CLIPImageProcessor output), bypassing
+ * preprocessing; for anyres models (LLaVA-NeXT, OneVision) [tiles, 3, H, W] with the size of the
+ * image the tiles were cut from.
+ */
 export interface PixelValues {
   pixelValues: Float32Array;
+  /** Of one tile. */
   height: number;
   width: number;
+  /** Anyres: tiles in pixelValues, the base image first, then the grid row-major (default 1). */
+  tiles?: number;
+  /** Anyres: the original image's size, which fixes the tile grid and the unpadding (HF image_sizes). */
+  imageSize?: { height: number; width: number };
 }
 
 /** A path, encoded bytes (PNG, JPEG, ...), decoded RGB pixels or preprocessed pixel values. */
@@ -19,9 +28,16 @@ export interface PromptInput {
   /** The user's text. With the default template it is wrapped as `USER: <image>\n{prompt} ASSISTANT:`. */
   prompt: string;
   images?: ImageInput[];
-  /** Video as a list of frames: each frame is an image of the prompt (after `images`). */
+  /**
+   * Video as a list of frames. LLaVA-1.5: each frame is an image of the prompt (after `images`);
+   * OneVision: one `<video>` placeholder for all frames (2x2-pooled features, one newline).
+   */
   video?: ImageInput[];
-  /** 'llava' (default): LLaVA-1.5 chat template; 'raw': the prompt is used as it is (it must hold one `<image>` per image). */
+  /**
+   * 'llava' (default): LLaVA-1.5's chat template, or for LLaVA-NeXT / OneVision the folder's chat
+   * template with one user turn (images, then the video, then the text); 'raw': the prompt is used
+   * as it is (it must hold one `<image>` per image, and `<video>` once for a video).
+   */
   template?: 'llava' | 'raw';
   /** Token merging for this call (overrides the model's default). */
   merge?: MergeOption;
@@ -71,6 +87,8 @@ export interface GenerateOutput {
   tokenIds: number[];
   /** Prompt ids after template and tokenisation (one image id per image). */
   promptIds: number[];
+  /** The ids the decoder's positions stand for: every `<image>` / `<video>` id repeated as many times as it has feature rows (HF's processor-expanded input_ids). */
+  inputIds: number[];
   /** Sequence length entering the decoder, and after language-stage merging. */
   sequenceLength: { input: number; afterMerge: number };
   finishReason: 'stop' | 'length';

@@ -11,6 +11,8 @@ import type { DecodeOptions } from './generate-types.js';
 /** A prompt turned into decoder input: embeddings with the images spliced in. */
 export interface PreparedPrompt {
   ids: number[];
+  /** `ids` with every placeholder repeated to its feature rows (GenerateOutput.inputIds). */
+  inputIds: number[];
   /** [T, D], consumed (disposed) by decodeTokens. */
   embeddings: tf.Tensor2D;
   /** [start, end) of each image's rows in `embeddings`. */

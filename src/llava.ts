@@ -1,8 +1,10 @@
-// LlavaModel: a Hugging Face LLaVA-1.5 folder -> generate() with images.
+// LlavaModel: a Hugging Face LLaVA-1.5, LLaVA-NeXT or LLaVA-OneVision folder -> generate() with images.
 //
 // Data flow: prompt -> chat template -> token ids with one <image> id per image; each image ->
 // preprocessing -> vision tower (vision-stage merging) -> projector -> spliced in place of its
 // <image> id; the sequence -> decoder prefill (language-stage merging) -> decode loop on the KV cache.
+// Anyres models (NeXT, OneVision: src/multimodal.ts) run every tile through the tower and splice the
+// packed features; a OneVision <video> id stands for all frames of the video.
 import * as tf from '@tensorflow/tfjs-core';
 import { KVCache } from '../layers/index.js';
 import { openWeights, type WeightSource } from '../weights/index.js';
@@ -28,9 +30,10 @@ import { PackedRuntime } from '../layers/packed/index.js';
 import type { QuantizedFile, PackedFormat } from '../weights/index.js';
 import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
 import { MergeSession, resolveMergeConfig, type MergeConfig, type MergeOption } from '../merge/index.js';
-import { readChatTemplate, type ChatTemplate } from './chat-template.js';
+import { readChatTemplate, type ChatTemplate, type TemplateMessage } from './chat-template.js';
 import { chat, type ChatMessage, type ChatOptions, type ChatOutput } from './conversation.js';
 import type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput } from './generate-types.js';
+import { AnyresProcessor, anyresImageFeatures, checkAnyresPixels, videoFeatures } from './multimodal.js';
 
 export type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput, StageTimings } from './generate-types.js';
 
@@ -42,6 +45,8 @@ export interface ModelParts {
   source: WeightSource;
   tokenizer: LlavaTokenizer;
   imageProcessor: ImageProcessor;
+  /** LLaVA-NeXT / OneVision: the anyres image (and video) processor (fromPretrained reads it from the folder). */
+  anyres?: AnyresProcessor;
   /** Identifies the weights' contents for the packed cache (fromPretrained: the weight files' names, sizes and times); without it nothing is cached. */
   fingerprint?: string;
 }
@@ -105,10 +110,18 @@ export interface WeightLayout {
   warnings: string[];
 }
 
-/** LlavaModel runs LLaVA-1.5 only so far: other model types stop here with what is missing. */
-function requireLlava15(config: LlavaConfig, name: string): void {
-  if (config.modelType === 'llava') return;
-  throw new Error(`${name}: model_type '${config.modelType}' runs as modules only so far (loadModules: SigLIP tower, projector, Qwen2 decoder; src/anyres.ts: tiles and packing); its tokenizer, chat template and generation are not wired into LlavaModel yet`);
+/** An anyres model needs its processor; its tokenizer must know the config's placeholder ids. */
+function checkParts(parts: ModelParts): void {
+  const { config, tokenizer, name } = parts;
+  if (tokenizer.imageTokenId !== config.imageTokenIndex) {
+    throw new Error(`${name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
+  }
+  if (!config.anyres) return;
+  if (!parts.anyres) throw new Error(`${name}: model_type '${config.modelType}' needs its anyres processor (ModelParts.anyres, read from preprocessor_config.json by fromPretrained)`);
+  const video = config.anyres.videoTokenIndex;
+  if (video !== null && tokenizer.pieceToId('<video>') !== video) {
+    throw new Error(`${name}: tokenizer's <video> id ${String(tokenizer.pieceToId('<video>'))} differs from config.json video_token_index ${video}`);
+  }
 }
 
 export class LlavaModel {
@@ -116,6 +129,8 @@ export class LlavaModel {
   maxImagePixels = DEFAULT_MAX_IMAGE_PIXELS;
   /** The folder's chat template (chat_template.jinja / chat_template.json / tokenizer_config.json); chat() falls back to LLaVA-1.5's. */
   chatTemplate: ChatTemplate | undefined;
+  /** LLaVA-NeXT / OneVision: the anyres processor (ModelParts.anyres); null for LLaVA-1.5. */
+  anyres: AnyresProcessor | null = null;
   private disposed = false;
 
   private constructor(
@@ -146,13 +161,13 @@ export class LlavaModel {
   static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<LlavaModel> {
     await selectBackend(options.backend);
     const config = readLlavaConfig(dir);
-    requireLlava15(config, dir);
     const tokenizer = await LlavaTokenizer.fromDir(dir);
-    const imageProcessor = await ImageProcessor.fromFile(dir);
+    const anyres = config.anyres ? AnyresProcessor.fromDir(dir, config) : undefined;
+    const imageProcessor = anyres ? anyres.tiles : await ImageProcessor.fromFile(dir);
     const chatTemplate = readChatTemplate(dir);
     const source = openWeights(dir);
     try {
-      const model = await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor, fingerprint: weightFingerprint(dir) }, options);
+      const model = await LlavaModel.fromParts({ name: dir, config, source, tokenizer, imageProcessor, anyres, fingerprint: weightFingerprint(dir) }, options);
       model.chatTemplate = chatTemplate;
       return model;
     } finally {
@@ -168,10 +183,7 @@ export class LlavaModel {
   static async fromParts(parts: ModelParts, options: LoadOptions = {}): Promise<LlavaModel> {
     const backend = await selectBackend(options.backend);
     const { config, source, tokenizer, imageProcessor } = parts;
-    requireLlava15(config, parts.name);
-    if (tokenizer.imageTokenId !== config.imageTokenIndex) {
-      throw new Error(`${parts.name}: tokenizer's image token id ${tokenizer.imageTokenId} differs from config.json image_token_index ${config.imageTokenIndex}`);
-    }
+    checkParts(parts);
     const defaultMerge = resolveMergeConfig(options.merge ?? 'none', modelShape(config)); // validated now, not at the first call
     const maxImagePixels = options.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
     if (!Number.isSafeInteger(maxImagePixels) || maxImagePixels < 1) throw new Error(`maxImagePixels must be a positive integer, got ${String(options.maxImagePixels)}`);
@@ -228,14 +240,29 @@ export class LlavaModel {
     }
     const model = new LlavaModel(parts.name, config, tokenizer, imageProcessor, modules.vision, modules.projector, modules.decoder, backend, defaultMerge, dtypes, pool, residency, runtime, layout);
     model.maxImagePixels = maxImagePixels;
+    model.anyres = parts.anyres ?? null;
     return model;
   }
 
-  /** Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics). */
-  async pixelValues(image: ImageInput): Promise<PixelValues> {
+  /**
+   * Preprocesses one image to [3, H, W] float32 (CLIPImageProcessor semantics); anyres models: to
+   * its tiles [tiles, 3, T, T] with its size. `imagesInPrompt`: the prompt's image count (OneVision
+   * preprocesses each of several images to one padded tile).
+   */
+  async pixelValues(image: ImageInput, imagesInPrompt = 1): Promise<PixelValues> {
     this.checkAlive('pixelValues');
     if (typeof image !== 'string' && !(image instanceof Uint8Array) && (typeof image !== 'object' || image === null)) {
       throw new Error(`an image must be a path, encoded bytes (Uint8Array), an RgbImage or PixelValues, got ${image === null ? 'null' : typeof image}`);
+    }
+    const anyres = this.anyres;
+    if (anyres) {
+      const multi = anyres.multiImageMode(imagesInPrompt);
+      if (typeof image === 'object' && 'pixelValues' in image) {
+        checkAnyresPixels(this.config, image, multi);
+        return image;
+      }
+      const limit = this.maxImagePixels;
+      return anyres.image(await loadImage(image, { maxImagePixels: limit, checkSize: (w, h) => anyres.checkSize(w, h, limit) }), multi, limit);
     }
     if (typeof image === 'object' && 'pixelValues' in image) {
       if (!(image.pixelValues instanceof Float32Array)) throw new Error('pixel values must be a Float32Array');
@@ -253,6 +280,20 @@ export class LlavaModel {
       throw new Error(`preprocessor_config.json gives ${processed.width}x${processed.height} images but the vision tower expects ${size}x${size}`);
     }
     return { pixelValues: processed.pixelValues, height: processed.height, width: processed.width };
+  }
+
+  /** A video frame -> [3, T, T] (OneVision's video processor). */
+  async framePixelValues(frame: ImageInput): Promise<PixelValues> {
+    this.checkAlive('framePixelValues');
+    const anyres = this.anyres;
+    if (!anyres?.video) throw new Error(`model_type '${this.config.modelType}' has no video processor`);
+    if (typeof frame === 'object' && frame !== null && 'pixelValues' in frame) return frame; // checked with the others by videoFeatures
+    if (typeof frame !== 'string' && !(frame instanceof Uint8Array) && (typeof frame !== 'object' || frame === null)) {
+      throw new Error(`a video frame must be a path, encoded bytes (Uint8Array), an RgbImage or PixelValues, got ${frame === null ? 'null' : typeof frame}`);
+    }
+    const limit = this.maxImagePixels;
+    const video = anyres.video;
+    return anyres.frame(await loadImage(frame, { maxImagePixels: limit, checkSize: (w, h) => video.checkSize(w, h, limit) }), limit);
   }
 
   /** Image -> projected features [N', D] (after vision-stage merging, if any). */
@@ -281,6 +322,7 @@ export class LlavaModel {
     for (const key of ['images', 'video'] as const) {
       if (input[key] !== undefined && !Array.isArray(input[key])) throw new Error(`${key} must be an array of images, got ${typeof input[key]}`);
     }
+    if (this.anyres) return this.anyresPromptIds(input);
     const images = (input.images?.length ?? 0) + (input.video?.length ?? 0);
     const text = input.template === 'raw' ? input.prompt : buildLlavaPrompt(input.prompt, images);
     const ids = this.tokenizer.encode(text, { addBos: input.addSpecialTokens ?? true });
@@ -289,14 +331,47 @@ export class LlavaModel {
     return ids;
   }
 
-  /** Throws when the prompt (images expanded) plus `newTokens` exceeds max_position_embeddings; returns the prompt's length in tokens. */
-  checkContext(ids: number[], newTokens: number): number {
+  /**
+   * Anyres prompt ids: the folder's chat template renders one user turn (images, then the video,
+   * then the text) unless the template is 'raw' or the text already holds the placeholders.
+   */
+  private anyresPromptIds(input: PromptInput): number[] {
+    const images = input.images?.length ?? 0;
+    const hasVideo = (input.video?.length ?? 0) > 0;
+    const videoId = this.config.anyres?.videoTokenIndex ?? null;
+    if (hasVideo && videoId === null) throw new Error(`model_type '${this.config.modelType}' has no video input (give the frames as images instead)`);
+    const tok = this.tokenizer;
+    const piece = (id: number | undefined) => (id === undefined ? undefined : tok.idToPiece(id));
+    const bos = piece(tok.bosId);
+    let text = input.prompt;
+    if (input.template !== 'raw') {
+      const template = this.chatTemplate;
+      if (!template) throw new Error(`${this.dir}: no chat template (chat_template.json / tokenizer_config.json); pass template 'raw' with the whole prompt`);
+      const marked = text.includes(tok.imageToken) || text.includes('<video>');
+      const parts: TemplateMessage['content'] = marked ? [] : [...Array.from({ length: images }, () => ({ type: 'image' as const })), ...(hasVideo ? [{ type: 'video' as const }] : [])];
+      text = template.render([{ role: 'user', content: [...parts, { type: 'text', text }] }], { bos_token: bos, eos_token: piece(tok.eosId) });
+    }
+    const addBos = input.addSpecialTokens ?? !(bos !== undefined && bos !== '' && text.startsWith(bos));
+    const ids = tok.encode(text, { addBos });
+    const foundImages = ids.filter((id) => id === this.config.imageTokenIndex).length;
+    if (foundImages !== images) throw new Error(`the prompt has ${foundImages} <image> placeholder(s) but ${images} image(s) were given`);
+    const foundVideos = videoId === null ? 0 : ids.filter((id) => id === videoId).length;
+    if (foundVideos !== (hasVideo ? 1 : 0)) throw new Error(`the prompt has ${foundVideos} <video> placeholder(s) but ${hasVideo ? 'one video was' : 'no video was'} given (one <video> stands for all frames)`);
+    return ids;
+  }
+
+  /**
+   * Throws when the prompt (images expanded) plus `newTokens` exceeds max_position_embeddings;
+   * returns the prompt's length in tokens. `promptTokens`: the expanded length when known (anyres
+   * models, after preprocessing); else each image counts as one tile's features.
+   */
+  checkContext(ids: number[], newTokens: number, promptTokens?: number): number {
     const perImage = patchesPerImage(this.config) + (this.config.visionFeatureSelectStrategy === 'full' ? 1 : 0);
     const images = ids.filter((id) => id === this.config.imageTokenIndex).length;
-    const promptTokens = ids.length - images + images * perImage;
+    if (promptTokens === undefined) promptTokens = ids.length - images + images * perImage;
     const limit = this.config.text.maxPositionEmbeddings;
     if (promptTokens + newTokens > limit) {
-      throw new Error(`the prompt is ${promptTokens} tokens (${images} image(s) of ${perImage}) and ${newTokens} new tokens were asked for: ${promptTokens + newTokens} is over the model's context of ${limit} positions (max_position_embeddings); shorten the prompt or lower maxNewTokens (--max-new-tokens) to at most ${Math.max(0, limit - promptTokens)}`);
+      throw new Error(`the prompt is ${promptTokens} tokens (${images} image(s)${this.anyres ? '' : ` of ${perImage}`}) and ${newTokens} new tokens were asked for: ${promptTokens + newTokens} is over the model's context of ${limit} positions (max_position_embeddings); shorten the prompt or lower maxNewTokens (--max-new-tokens) to at most ${Math.max(0, limit - promptTokens)}`);
     }
     return promptTokens;
   }
@@ -306,6 +381,7 @@ export class LlavaModel {
   }
 
   private async prepare(input: PromptInput, newTokens = 0): Promise<PreparedPrompt> {
+    if (this.anyres) return this.prepareAnyres(input, newTokens);
     const ids = this.promptIds(input);
     reservePrefillHeap(this.config, this.checkContext(ids, newTokens), newTokens, this.layout.formats.decoder !== 'f32');
     const images = [...(input.images ?? []), ...(input.video ?? [])];
@@ -343,7 +419,66 @@ export class LlavaModel {
     }
     const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
     if (pieces.length > 1) pieces.forEach((p) => p.dispose());
-    return { ids, embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
+    return { ids, inputIds: expandIds(ids, this.config.imageTokenIndex, spans), embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
+  }
+
+  /**
+   * prepare() of an anyres model: the images (and the video's frames) preprocessed first, so that
+   * the processor's expansion of every placeholder is known (and the context checked) before the
+   * tower runs; each placeholder's features must then have exactly that many rows.
+   */
+  private async prepareAnyres(input: PromptInput, newTokens: number): Promise<PreparedPrompt> {
+    const anyres = this.anyres as AnyresProcessor;
+    const ids = this.promptIds(input);
+    const session = new MergeSession(input.merge === undefined ? this.defaultMerge : resolveMergeConfig(input.merge, modelShape(this.config)));
+    if (session.active) throw new Error(`token merging is not supported for ${this.config.modelType} yet (merge rules do not know anyres tiles); use merge 'none'`);
+    let t = performance.now();
+    const imageCount = input.images?.length ?? 0;
+    const multi = anyres.multiImageMode(imageCount);
+    const pixels: PixelValues[] = [];
+    for (const image of input.images ?? []) pixels.push(await this.pixelValues(image, imageCount));
+    const frames: PixelValues[] = [];
+    for (const frame of input.video ?? []) frames.push(await this.framePixelValues(frame));
+    const preprocessMs = performance.now() - t;
+    const videoId = this.config.anyres?.videoTokenIndex ?? null;
+    let imageIndex = 0;
+    const counts = ids.map((id) => (id === this.config.imageTokenIndex ? anyres.imageTokens(pixels[imageIndex++], multi) : id === videoId ? anyres.videoTokens(frames.length) : 1));
+    const promptTokens = counts.reduce((a, b) => a + b, 0);
+    reservePrefillHeap(this.config, this.checkContext(ids, newTokens, promptTokens), newTokens, this.layout.formats.decoder !== 'f32');
+    t = performance.now();
+    const pieces: tf.Tensor2D[] = [];
+    const spans: Array<[number, number]> = [];
+    const inputIds: number[] = [];
+    let textStart = 0;
+    imageIndex = 0;
+    const flushText = (end: number) => {
+      if (end > textStart) pieces.push(this.decoder.embed(ids.slice(textStart, end)));
+      inputIds.push(...ids.slice(textStart, end));
+    };
+    try {
+      ids.forEach((id, i) => {
+        if (id !== this.config.imageTokenIndex && id !== videoId) return;
+        flushText(i);
+        const isImage = id === this.config.imageTokenIndex;
+        const features = isImage
+          ? anyresImageFeatures(this.config, this.vision, this.projector, pixels[imageIndex++], multi)
+          : videoFeatures(this.config, this.vision, this.projector, frames);
+        pieces.push(features);
+        if (features.shape[0] !== counts[i]) {
+          throw new Error(`the processor expands ${isImage ? `<image> ${imageIndex}` : '<video>'} to ${counts[i]} tokens but the model packs ${features.shape[0]} features for it`);
+        }
+        spans.push([inputIds.length, inputIds.length + counts[i]]);
+        for (let k = 0; k < counts[i]; k++) inputIds.push(id);
+        textStart = i + 1;
+      });
+      flushText(ids.length);
+    } catch (e) {
+      pieces.forEach((p) => p.dispose());
+      throw e;
+    }
+    const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
+    if (pieces.length > 1) pieces.forEach((p) => p.dispose());
+    return { ids, inputIds, embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
   }
 
   /** Last-position logits of the prompt [vocab] (for checks and scoring). */
@@ -376,6 +511,7 @@ export class LlavaModel {
       text: decoded.text,
       tokenIds: decoded.tokenIds,
       promptIds: prepared.ids,
+      inputIds: prepared.inputIds,
       sequenceLength: { input: decoded.promptLength, afterMerge: decoded.afterMerge },
       finishReason: decoded.finishReason,
       merges: prepared.session.reports(prepared.spans.map(([s, e]) => e - s)),
@@ -421,4 +557,18 @@ export class LlavaModel {
   get threads(): 1 | 2 {
     return this.pool || (this.runtime && this.runtime.threads > 1) ? 2 : 1;
   }
+}
+
+/** The ids with each image id repeated as many times as its span has rows. */
+function expandIds(ids: number[], imageId: number, spans: ReadonlyArray<[number, number]>): number[] {
+  const out: number[] = [];
+  let image = 0;
+  for (const id of ids) {
+    if (id !== imageId) out.push(id);
+    else {
+      const [start, end] = spans[image++];
+      for (let k = start; k < end; k++) out.push(id);
+    }
+  }
+  return out;
 }
