@@ -184,6 +184,12 @@ export class MergeSession {
     return activeStage(video || this.config.llm, LLM_RULE_ENTRIES);
   }
 
+  /** Whether a vision stage merges the tiles (frames) of this kind: their packed count is then below the unmerged one. */
+  visionMerges(kind: VisualKind): boolean {
+    const stage = kind === 'video' ? this.videoVision : this.vision;
+    return stage !== null && stage.config.remove > 0 && stage.config.layers.length > 0;
+  }
+
   /** False when nothing merges: the model then runs its plain path. */
   get active(): boolean {
     const llm = (c: LlmMergeConfig | undefined) => c !== undefined && c.rule !== 'none';

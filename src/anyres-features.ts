@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { MergeSession, VisualKind } from '../merge/index.js';
 import { packImageFeatures, packVideoFeatures } from './anyres.js';
-import { applyPackingPlan, imagePackingPlan, tileGrids, videoPackingPlan } from './anyres-merge.js';
+import { applyPackingPlan, imagePackingPlan, singleTilePackingPlan, tileGrids, videoPackingPlan } from './anyres-merge.js';
 import type { LlavaConfig } from './config.js';
 import type { Projector } from './projector.js';
 import type { VisionTower } from './vision.js';
@@ -63,9 +63,11 @@ function newlineOf(modules: VisualModules): tf.Tensor1D {
 
 /**
  * One visual input: `kind` 'image' = the anyres tiles of an image of `size` pixels (base tile
- * first), 'video' = its frames. Opens the image in `session` (in prompt order) when given.
+ * first), or with `multiImage` OneVision's one padded tile of an image among several (its tokens
+ * and one newline); 'video' = its frames. Opens the image in `session` (in prompt order) when given.
  */
-export function visualFeatures(modules: VisualModules, config: LlavaConfig, kind: VisualKind, pixels: TilePixels, size: { height: number; width: number } | null, session?: MergeSession): VisualFeatures {
+export function visualFeatures(modules: VisualModules, config: LlavaConfig, kind: VisualKind, pixels: TilePixels, size: { height: number; width: number } | null, session?: MergeSession, multiImage = false): VisualFeatures {
+  if (multiImage && (kind !== 'image' || pixels.tiles !== 1)) throw new Error(`the several-images mode takes one tile per image, got ${pixels.tiles} (${kind})`);
   const tiled = session?.active ? session.beginImage(kind) : undefined;
   const tiles = projectTiles(modules, config, pixels, tiled);
   const tileTokens = tiles.map((t) => t.shape[0]);
@@ -75,6 +77,7 @@ export function visualFeatures(modules: VisualModules, config: LlavaConfig, kind
       const stacked = tf.stack(tiles) as tf.Tensor3D;
       try {
         if (kind === 'video') return { features: packVideoFeatures(config, stacked, modules.projector.imageNewline), tileTokens };
+        if (multiImage) return { features: tf.concat([tiles[0], tf.reshape(newlineOf(modules), [1, -1])], 0) as tf.Tensor2D, tileTokens };
         if (!size) throw new Error('an image needs its size in pixels for the packing');
         return { features: packImageFeatures(config, stacked, size.height, size.width, modules.projector.imageNewline), tileTokens };
       } finally {
@@ -84,6 +87,7 @@ export function visualFeatures(modules: VisualModules, config: LlavaConfig, kind
     const grids = tileGrids(config, tiled.survivors(), tiled.layout);
     let plan;
     if (kind === 'video') plan = videoPackingPlan(grids);
+    else if (multiImage) plan = singleTilePackingPlan(grids[0]);
     else {
       if (!size) throw new Error('an image needs its size in pixels for the packing');
       plan = imagePackingPlan(config, size.height, size.width, grids);

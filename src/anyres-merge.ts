@@ -150,6 +150,13 @@ export function imagePackingPlan(config: LlavaConfig, height: number, width: num
   return { inputCount: off[off.length - 1] + grids[grids.length - 1].tokens, rows };
 }
 
+/** OneVision's several-images mode (one tile per image): the tile's tokens in order, then one image_newline. */
+export function singleTilePackingPlan(grid: TileGrid): MergePlan {
+  const rows: PlanRow[] = Array.from({ length: grid.tokens }, (_, k) => ({ anchor: k, sources: [k], weights: [1] }));
+  rows.push(NEWLINE);
+  return { inputCount: grid.tokens, rows };
+}
+
 /** The packing of a video whose frames hold `grids`: each frame pooled bilinear to ceil(side / 2) square, frames in order, one image_newline at the end. */
 export function videoPackingPlan(grids: readonly TileGrid[]): MergePlan {
   const g = grids[0].side;

@@ -431,7 +431,6 @@ export class LlavaModel {
     const anyres = this.anyres as AnyresProcessor;
     const ids = this.promptIds(input);
     const session = new MergeSession(input.merge === undefined ? this.defaultMerge : resolveMergeConfig(input.merge, modelShape(this.config)));
-    if (session.active) throw new Error(`token merging is not supported for ${this.config.modelType} yet (merge rules do not know anyres tiles); use merge 'none'`);
     let t = performance.now();
     const imageCount = input.images?.length ?? 0;
     const multi = anyres.multiImageMode(imageCount);
@@ -461,14 +460,16 @@ export class LlavaModel {
         flushText(i);
         const isImage = id === this.config.imageTokenIndex;
         const features = isImage
-          ? anyresImageFeatures(this.config, this.vision, this.projector, pixels[imageIndex++], multi)
-          : videoFeatures(this.config, this.vision, this.projector, frames);
+          ? anyresImageFeatures(this.config, this.vision, this.projector, pixels[imageIndex++], multi, session)
+          : videoFeatures(this.config, this.vision, this.projector, frames, session);
         pieces.push(features);
-        if (features.shape[0] !== counts[i]) {
+        // A vision-stage merge packs fewer tokens than the processor's count (merge/session.ts, src/anyres-merge.ts).
+        const visionMerged = session.visionMerges(isImage ? 'image' : 'video');
+        if (features.shape[0] !== counts[i] && !visionMerged) {
           throw new Error(`the processor expands ${isImage ? `<image> ${imageIndex}` : '<video>'} to ${counts[i]} tokens but the model packs ${features.shape[0]} features for it`);
         }
-        spans.push([inputIds.length, inputIds.length + counts[i]]);
-        for (let k = 0; k < counts[i]; k++) inputIds.push(id);
+        spans.push([inputIds.length, inputIds.length + features.shape[0]]);
+        for (let k = 0; k < features.shape[0]; k++) inputIds.push(id);
         textStart = i + 1;
       });
       flushText(ids.length);
