@@ -5,10 +5,10 @@
 // base + 3 x 3 = 10 tiles of 729 patches. Per config (none and the OneVision presets, runs
 // interleaved none, illava, none, illava, ...): vision (10 tiles through the tower + projector +
 // packing), prefill, decode tokens/s, image tokens (per tile, packed, after the LLM stage), RSS, and
-// the speed-ups the FLOP counts predict. The module path is src/anyres-features.ts plus the decoder
-// (LlavaModel does not run OneVision yet); the prompt's text ids stand in for the chat template's
-// (random weights: the text does not matter, only the lengths): 14 before the image (the authors'
-// qwen_1_5 prefix length), 24 after it.
+// the speed-ups the FLOP counts predict. It drives the modules (src/anyres-features.ts, the path
+// generate() runs for OneVision, plus the decoder), so no tokenizer or processor files are needed;
+// the prompt's text ids stand in for the chat template's (random weights: the text does not matter,
+// only the lengths): 14 before the image (the authors' qwen_1_5 prefix length), 24 after it.
 import * as tf from '@tensorflow/tfjs-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, platform, release, totalmem } from 'node:os';
