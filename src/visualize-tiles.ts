@@ -9,7 +9,7 @@
 import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
 import { TileGeometry, type LlavaConfig, type MergeReport, type RgbImage } from './index.js';
-import { regionColour } from './visualize.js';
+import { regionColour } from './visualize-colours.js';
 
 const TITLE_HEIGHT = 28;
 const GAP = 8;

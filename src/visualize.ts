@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
 import { makeDirs } from './files.js';
+import { regionColour, type Rgb } from './visualize-colours.js';
+import { writeTileSources } from './visualize-tiles.js';
 import { loadImage, resolveModelMerge, visionLayersRun, type LlavaModel, type MergeConfig, type MergeOption, type MergeReport, type MergeStage, type RgbImage } from './index.js';
 
 /** Largest stage picture side drawn (px). */
@@ -102,6 +104,7 @@ export async function visualize(model: LlavaModel, options: VisualizeOptions): P
   const font = await loadFont(SANS_16_BLACK);
 
   const drawn = await mergeReport(model, rgb, prompt, config);
+  if (model.anyres) return visualizeTiles(model, options, { rgb, drawn, config, name, prompt, font });
   const stages = drawn.stages ?? [];
   if (stages.some((s) => !s.patchToToken)) throw new Error('visualize: the merge report has no patch -> token maps (source tracking failed)');
   const base = upscale(processed.resized, scale);
@@ -147,6 +150,36 @@ export async function visualize(model: LlavaModel, options: VisualizeOptions): P
   return { files, stages: pictures, overview, plot: plotFile, counts, stageSize: stagePictureSize(size, scale), config };
 }
 
+/**
+ * An anyres model (LLaVA-OneVision): the merge steps drawn on the original photo across its tiles
+ * (base-tile and grid-tile panels, src/visualize-tiles.ts), the steps side by side, and the count plot
+ * (image tokens of all tiles per vision layer, then of the packed span per decoder layer).
+ */
+async function visualizeTiles(model: LlavaModel, options: VisualizeOptions, d: { rgb: RgbImage; drawn: MergeReport; config: MergeConfig; name: string; prompt: string; font: Font }): Promise<VisualizeResult> {
+  const files = await writeTileSources(d.rgb, model.config, d.drawn, join(options.outDir, d.name));
+  const images = await Promise.all(files.map((f) => Jimp.read(f)));
+  const pictures: StagePicture[] = [{ stage: 'input', layer: -1, tokens: d.drawn.patches, regions: 0, dropped: 0, file: files[0] }];
+  (d.drawn.stages ?? []).forEach((s, i) => {
+    const map = s.patchToToken as Int32Array;
+    const sizes = new Map<number, number>();
+    map.forEach((t) => t >= 0 && sizes.set(t, (sizes.get(t) ?? 0) + 1));
+    const regions = [...sizes.values()].filter((n) => n > 1).length;
+    pictures.push({ stage: s.stage, layer: s.layer, tokens: s.tokens, regions, dropped: map.filter((t) => t < 0).length, file: files[i + 1] });
+  });
+  const overview = join(options.outDir, `${d.name}-overview.png`);
+  await strip(images as unknown as JimpImage[], 8).write(overview as `${string}.png`);
+  const plotConfigs = [...(options.plot ?? DEFAULT_PLOT)];
+  if (!plotConfigs.some((p) => p.name === d.name)) plotConfigs.push({ name: d.name, option: d.config });
+  const counts: CountSeries[] = [];
+  for (const p of plotConfigs) {
+    const report = p.option === d.config ? d.drawn : await mergeReport(model, d.rgb, d.prompt, resolveModelMerge(p.option, model.config));
+    counts.push(countSeries(p.name, report, visionLayersRun(model.config), model.config.text.numLayers));
+  }
+  const plot = join(options.outDir, 'token-counts.png');
+  await drawPlot(counts, d.drawn.patches, d.font).write(plot as `${string}.png`);
+  return { files: [...files, overview, plot], stages: pictures, overview, plot, counts, stageSize: { width: images[0].bitmap.width, height: images[0].bitmap.height }, config: d.config };
+}
+
 /** One generate step with the config: its merge report (prefill included, so the language stage runs). */
 async function mergeReport(model: LlavaModel, image: RgbImage, prompt: string, config: MergeConfig): Promise<MergeReport> {
   const out = await model.generate({ prompt, images: [image], maxNewTokens: 1, stopIds: [], merge: config });
@@ -173,30 +206,6 @@ export function countSeries(name: string, report: MergeReport, visionLayers: num
 
 // ---------------------------------------------------------------------------------------------
 // Drawing on RGBA buffers
-
-export type Rgb = [number, number, number];
-
-function hsv(h: number, s: number, v: number): Rgb {
-  const i = Math.floor(h * 6);
-  const f = h * 6 - i;
-  const p = v * (1 - s);
-  const q = v * (1 - f * s);
-  const t = v * (1 - (1 - f) * s);
-  const [r, g, b] = [
-    [v, t, p],
-    [q, v, p],
-    [p, v, t],
-    [p, q, v],
-    [t, p, v],
-    [v, p, q],
-  ][i % 6];
-  return [Math.round(r * 255), Math.round(g * 255), Math.round(b * 255)];
-}
-
-/** Distinct colours for integer keys (golden-ratio hues, two brightness levels). */
-export function regionColour(key: number): Rgb {
-  return hsv((key * 0.6180339887) % 1, 0.85, key % 2 ? 0.95 : 0.8);
-}
 
 /** RGB image -> RGBA at an integer scale, nearest neighbour. */
 function upscale(img: RgbImage, scale: number): Uint8Array {

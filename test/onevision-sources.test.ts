@@ -11,6 +11,8 @@ import { readLlavaConfig, modelShape, type LlavaConfig } from '../src/config.js'
 import { visualFeatures } from '../src/anyres-features.js';
 import { TileGeometry } from '../src/anyres-sources.js';
 import { writeTileSources } from '../src/visualize-tiles.js';
+import { visualize } from '../src/visualize.js';
+import { LlavaModel } from '../src/llava.js';
 import { loadImage } from '../src/image.js';
 import { KVCache } from '../layers/kv-cache.js';
 import { MergeSession, resolveMergeConfig } from '../merge/index.js';
@@ -68,6 +70,20 @@ describe('anyres source maps on the original photo', function () {
       expect([png.width, png.height]).to.deep.equal([2 * 512 + 8, 154 + 28]);
     } finally {
       disposeModules(modules);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('illava visualize on a OneVision model draws the steps across tiles, the overview and the count plot', async () => {
+    const model = await LlavaModel.fromPretrained(TINY_ONEVISION_DIR, { backend: 'wasm', weightFormat: 'f32', quantizedCache: false });
+    const dir = mkdtempSync(join(tmpdir(), 'illava-vis-'));
+    try {
+      const out = await visualize(model, { image: join(TINY_ONEVISION_DIR, 'image_a.png'), outDir: dir, plot: [{ name: 'none', option: 'none' }, { name: 'illava', option: 'illava' }] });
+      expect(out.stages.map((s) => [s.stage, s.layer, s.tokens])).to.deep.equal([['input', -1, 99], ['vision', 1, 44], ['llm', 1, 34]]);
+      expect(out.files.map((f) => f.slice(dir.length + 1))).to.deep.equal(['illava-00-input.png', 'illava-01-vision-layer01.png', 'illava-02-llm-layer01.png', 'illava-overview.png', 'token-counts.png']);
+      expect(out.counts.find((c) => c.name === 'illava')?.vision).to.deep.equal([99, 44, 44]); // blocks 0, 1, 2: the merge in block 1
+    } finally {
+      model.dispose();
       rmSync(dir, { recursive: true, force: true });
     }
   });
