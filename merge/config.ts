@@ -55,6 +55,8 @@ function llmLayer(num: number, llmLayers: number): number {
  * A stage is 'none' when the model is too small for it (no encoder block runs; fewer than 2 LLM
  * layers, since a merge at K needs layer K-1). Tiny example (2 blocks run, 16 patches, 2 LLM layers):
  * illava = vision [0, 1] remove 4 (16 -> 8), LLM [1] keep 0.65; tome = [0, 1] r 4.
+ * A OneVision-shaped model (shape.reference 'onevision') takes the authors' OneVision settings
+ * instead, with video stages and a perfect square per tile: onevisionPreset (merge/presets-onevision.ts).
  */
 export function presetConfig(name: MergePresetName, shape: ModelShape): MergeConfig {
   if (shape.reference === 'onevision' && (MERGE_PRESET_NAMES as readonly string[]).includes(name)) return onevisionPreset(name, shape);

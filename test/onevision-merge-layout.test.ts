@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { selectBackend } from '../src/backend.js';
 import { readLlavaConfig, modelShape, type LlavaConfig } from '../src/config.js';
 import { applyPackingPlan, bilinearTaps, imagePackingPlan, tileGrids, videoPackingPlan } from '../src/anyres-merge.js';
-import { MergeSession, ONEVISION_SHAPE, presetConfig, resolveMergeConfig, tomeBipartite, type ModelShape } from '../merge/index.js';
+import { MergeSession, ONEVISION_SHAPE, parseMergeSpec, presetConfig, resolveMergeConfig, tomeBipartite, type ModelShape } from '../merge/index.js';
 import { TINY_ONEVISION_DIR } from './helpers/fixture.js';
 
 /** The tiny fixture's tiles: 3 x 3 patches, SigLIP (no CLS), 3 blocks, 2 decoder layers. */
@@ -125,6 +125,16 @@ describe('iLLaVA merging on anyres tiles', function () {
       // 'positions' keeps true cells: any count.
       expect(() => resolveMergeConfig({ vision: { rule: 'illava', layers: [5], remove: 90, layout: 'positions' } }, ONEVISION_SHAPE)).to.not.throw();
       expect(() => resolveMergeConfig({ vision: { rule: 'illava', layers: [5], remove: 90, layout: 'positions' } }, { visionLayersRun: 23, patches: 576, llmLayers: 32 })).to.throw("vision: layout 'positions' applies to anyres tiles");
+    });
+
+    it('the CLI spec reads vision.layout and the video stages, and names a bad one', () => {
+      expect(parseMergeSpec('{"vision":{"rule":"illava","layers":[1],"remove":5,"layout":"positions"},"video":{"llm":{"rule":"fastv","layers":[1],"keep":0.5}}}')).to.deep.equal({
+        vision: { rule: 'illava', layers: [1], remove: 5, layout: 'positions' },
+        video: { llm: { rule: 'fastv', layers: [1], keep: 0.5 } },
+      });
+      expect(() => parseMergeSpec('{"vision":{"rule":"illava","layout":"grid"}}')).to.throw('merge spec: vision.layout must be one of: square, positions');
+      expect(() => parseMergeSpec('{"video":{"vison":{}}}')).to.throw("merge spec: unknown field 'video.vison' (allowed: vision, llm)");
+      expect(() => resolveMergeConfig({ video: { llm: { rule: 'fastv', layers: [0], keep: 0.5 } } }, TINY_OV)).to.throw('video.llm: a merge at layer 0 is impossible');
     });
 
     it("the OneVision presets are the authors' settings on LLaVA-OneVision-7B's shape", () => {
