@@ -1,7 +1,7 @@
 // Merge configuration: one typed config, named presets that scale to the model's shape, validation
 // with clear errors, and parsing of the CLI's --merge argument.
 import { VISION_RULE_ENTRIES } from './rules.js';
-import { onevisionPreset } from './presets-onevision.js';
+import { onevisionPreset, squareIllavaVision, squareTome } from './presets-onevision.js';
 import { roundHalfEven } from './util.js';
 
 export {
@@ -57,6 +57,9 @@ function llmLayer(num: number, llmLayers: number): number {
  * illava = vision [0, 1] remove 4 (16 -> 8), LLM [1] keep 0.65; tome = [0, 1] r 4.
  * A OneVision-shaped model (shape.reference 'onevision') takes the authors' OneVision settings
  * instead, with video stages and a perfect square per tile: onevisionPreset (merge/presets-onevision.ts).
+ * Other anyres models (LLaVA-NeXT: 24 x 24 patches per tile) keep these LLM stages, and their vision
+ * stages keep a perfect square per tile (squareIllavaVision from block round(5/23 * run): 576 -> 256,
+ * 4 blocks of 80; squareTome).
  */
 export function presetConfig(name: MergePresetName, shape: ModelShape): MergeConfig {
   if (shape.reference === 'onevision' && (MERGE_PRESET_NAMES as readonly string[]).includes(name)) return onevisionPreset(name, shape);
@@ -69,7 +72,11 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
       return noLlm ? {} : { llm: { rule: 'fastv', layers: [llmLayer(2, llmLayers)], keep: 0.5 } };
     case 'illava': {
       const config: MergeConfig = {};
-      if (run >= 1 && patches >= 2) {
+      if (shape.anyres) {
+        // Anyres tiles (LLaVA-NeXT) keep a perfect square each (layout 'square'): merge/presets-onevision.ts.
+        const vision = squareIllavaVision(shape, 5 / LLAVA15_SHAPE.visionLayersRun);
+        if (vision) config.vision = vision;
+      } else if (run >= 1 && patches >= 2) {
         const n = Math.min(4, run);
         const start = clamp(roundHalfEven((5 * run) / LLAVA15_SHAPE.visionLayersRun), 0, run - n);
         const layers = Array.from({ length: n }, (_, i) => start + i);
@@ -79,6 +86,10 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
       return config;
     }
     case 'tome': {
+      if (shape.anyres) {
+        const vision = squareTome(shape);
+        return vision ? { vision } : {};
+      }
       if (run < 1 || patches < 2) return {};
       let r = roundHalfEven(patches / (2 * run));
       let count = run;

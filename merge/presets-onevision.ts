@@ -19,36 +19,59 @@ function llmLayer(num: number, llmLayers: number): number {
   return clamp(roundHalfEven((num * llmLayers) / REF.llmLayers), 1, llmLayers - 1);
 }
 
-/** Largest divisor of `total` that is at most `limit` (1 at worst). */
-function largestDivisor(total: number, limit: number): number {
-  for (let d = Math.min(limit, total); d > 1; d--) if (total % d === 0) return d;
-  return 1;
-}
-
 /**
- * The kept side per tile: round(side * 19 / 27) clamped to [1, side - 1]; total = side^2 - kept^2
- * tokens go per tile. Null when the tile has no square side or too few patches to merge.
+ * The kept square per tile and the blocks that remove it: target side = side * 19 / 27 (the authors'
+ * 27 -> 19); for n = min(4, blocks run) down to 1, the floor or ceiling of the target (within
+ * [1, side - 1], the closer first) whose side^2 - kept^2 divides by n. Null when the tile has no
+ * square side or too few patches. The authors' 27: 19, n = 4 (92 each); LLaVA-NeXT's 24: target
+ * 16.9, 16 (320 = 4 x 80); the tiny fixture's 3: 2, n = 1 (5).
  */
-function keptSquare(patches: number): { side: number; kept: number; total: number } | null {
+function keptSquare(patches: number, run: number): { kept: number; n: number; total: number } | null {
   const side = Math.round(Math.sqrt(patches));
-  if (side * side !== patches || side < 2) return null;
-  const kept = clamp(roundHalfEven((side * REF.keptSide) / REF.side), 1, side - 1);
-  return { side, kept, total: patches - kept * kept };
+  if (side * side !== patches || side < 2 || run < 1) return null;
+  const target = (side * REF.keptSide) / REF.side;
+  const candidates = [...new Set([Math.floor(target), Math.ceil(target)])]
+    .map((k) => clamp(k, 1, side - 1))
+    .sort((a, b) => Math.abs(a - target) - Math.abs(b - target) || b - a);
+  for (let n = Math.min(4, run); n >= 1; n--) {
+    for (const kept of candidates) {
+      const total = patches - kept * kept;
+      if (total > 0 && total % n === 0) return { kept, n, total };
+    }
+  }
+  return null;
 }
 
 /**
- * iLLaVA's vision stage: n = the largest divisor of `total` that is at most min(4, blocks run)
- * consecutive blocks (so every block removes the same count and the tile keeps kept^2) starting at
- * round(first / 26 * run), clamped so that all n run. The authors' shape: [5..8] removing 92
- * (images, first = 5) and [3..6] (video, first = 3).
+ * iLLaVA's vision stage on square tiles: keptSquare's n consecutive blocks starting at
+ * round(first * run) (first = 5/26 for the authors' images, 3/26 for their video, 5/23 for the
+ * LLaVA-1.5 reference), clamped so that all n run, each removing total / n per tile.
  */
-function illavaVision(shape: ModelShape, first: number): VisionMergeConfig | undefined {
-  const sq = keptSquare(shape.patches);
+export function squareIllavaVision(shape: ModelShape, first: number): VisionMergeConfig | undefined {
   const run = shape.visionLayersRun;
-  if (!sq || run < 1) return undefined;
-  const n = largestDivisor(sq.total, Math.min(4, run));
-  const start = clamp(roundHalfEven((first * run) / REF.visionLayersRun), 0, run - n);
-  return { rule: 'illava', layers: Array.from({ length: n }, (_, i) => start + i), remove: sq.total / n };
+  const sq = keptSquare(shape.patches, run);
+  if (!sq) return undefined;
+  const start = clamp(roundHalfEven(first * run), 0, run - sq.n);
+  return { rule: 'illava', layers: Array.from({ length: sq.n }, (_, i) => start + i), remove: sq.total / sq.n };
+}
+
+/** ToMe on square tiles: the same kept square, a constant r over the first n blocks (the largest n whose r fits every block). */
+export function squareTome(shape: ModelShape): VisionMergeConfig | undefined {
+  const run = shape.visionLayersRun;
+  const sq = keptSquare(shape.patches, run);
+  if (!sq) return undefined;
+  for (let n = Math.min(run, sq.total); n >= 1; n--) {
+    if (sq.total % n !== 0) continue;
+    const r = sq.total / n;
+    let left = shape.patches;
+    let fits = true;
+    for (let i = 0; i < n && fits; i++) {
+      fits = r <= VISION_RULE_ENTRIES.tome.maxRemove(left);
+      left -= r;
+    }
+    if (fits) return { rule: 'tome', layers: Array.from({ length: n }, (_, i) => i), remove: r, proportionalAttention: true };
+  }
+  return undefined;
 }
 
 /**
@@ -72,10 +95,10 @@ export function onevisionPreset(name: 'illava' | 'tome' | 'fastv' | 'none', shap
       return noLlm ? {} : { llm: { rule: 'fastv', layers: [llmLayer(2, shape.llmLayers)], keep: 0.5 } };
     case 'illava': {
       const config: MergeConfig = {};
-      const vision = illavaVision(shape, 5);
+      const vision = squareIllavaVision(shape, 5 / REF.visionLayersRun);
       if (vision) config.vision = vision;
       if (!noLlm) config.llm = { rule: 'illava', layers: [llmLayer(8, shape.llmLayers)], keep: 0.7 };
-      const videoVision = illavaVision(shape, 3);
+      const videoVision = squareIllavaVision(shape, 3 / REF.visionLayersRun);
       const video: MergeConfig['video'] = {};
       if (videoVision) video.vision = videoVision;
       if (!noLlm) video.llm = { rule: 'illava', layers: [llmLayer(2, shape.llmLayers)], keep: 0.7 };
@@ -83,22 +106,8 @@ export function onevisionPreset(name: 'illava' | 'tome' | 'fastv' | 'none', shap
       return config;
     }
     case 'tome': {
-      const sq = keptSquare(shape.patches);
-      const run = shape.visionLayersRun;
-      if (!sq || run < 1) return {};
-      // The largest n whose constant r fits every block (ToMe merges at most half of what is left).
-      for (let n = Math.min(run, sq.total); n >= 1; n--) {
-        if (sq.total % n !== 0) continue;
-        const r = sq.total / n;
-        let left = shape.patches;
-        let fits = true;
-        for (let i = 0; i < n && fits; i++) {
-          fits = r <= VISION_RULE_ENTRIES.tome.maxRemove(left);
-          left -= r;
-        }
-        if (fits) return { vision: { rule: 'tome', layers: Array.from({ length: n }, (_, i) => i), remove: r, proportionalAttention: true } };
-      }
-      return {};
+      const vision = squareTome(shape);
+      return vision ? { vision } : {};
     }
   }
 }

@@ -160,6 +160,9 @@ describe('iLLaVA merging on anyres tiles', function () {
         llm: { rule: 'illava', layers: [1], keep: 0.7 },
         video: { vision: { rule: 'illava', layers: [0], remove: 5 }, llm: { rule: 'illava', layers: [1], keep: 0.7 } },
       });
+      // LLaVA-NeXT's tiles (24 x 24, CLS, 23 CLIP blocks run, the LLaVA-1.5 reference): target side
+      // 24 * 19 / 27 = 16.9; 17^2 leaves 287 (no 4 blocks), 16^2 leaves 320 = 4 x 80, from block 5.
+      expect(presetConfig('illava', { visionLayersRun: 23, patches: 576, llmLayers: 32, anyres: true }).vision).to.deep.equal({ rule: 'illava', layers: [5, 6, 7, 8], remove: 80 });
       // ToMe on the authors' shape: 368 tokens as 23 blocks of 16 (the largest divisor of 368 up to 26 blocks).
       expect(presetConfig('tome', ONEVISION_SHAPE).vision).to.deep.equal({ rule: 'tome', layers: [...Array(23).keys()], remove: 16, proportionalAttention: true });
     });
