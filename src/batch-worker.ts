@@ -65,7 +65,8 @@ async function pixelsOf(model: LlavaModel, refs: string[], label: string, first:
       return bad(e instanceof ChatInputError ? new Error(`${at}: ${e.message.replace(/^image 1: /, '')}`) : e);
     }
     try {
-      out.push(await model.pixelValues(image));
+      // OneVision: video frames go through its video processor, several images each to one tile.
+      out.push(label === 'video frame' && model.anyres?.video ? await model.framePixelValues(image) : await model.pixelValues(image, refs.length));
     } catch (e) {
       return bad(e, `${at}: `);
     }

@@ -25,8 +25,8 @@ export function infoJson(model: LlavaModel) {
   const c = model.config;
   return {
     model: model.dir,
-    architecture: 'llava-1.5',
-    vision: { layers: c.vision.numLayers, hiddenSize: c.vision.hiddenSize, heads: c.vision.numHeads, imageSize: c.vision.imageSize, patchSize: c.vision.patchSize, patches: (c.vision.imageSize / c.vision.patchSize) ** 2, featureLayer: c.visionFeatureLayer, featureSelectStrategy: c.visionFeatureSelectStrategy },
+    architecture: c.modelType === 'llava' ? 'llava-1.5' : c.modelType.replace('_', '-'),
+    vision: { layers: c.vision.numLayers, hiddenSize: c.vision.hiddenSize, heads: c.vision.numHeads, imageSize: c.vision.imageSize, patchSize: c.vision.patchSize, patches: Math.floor(c.vision.imageSize / c.vision.patchSize) ** 2, featureLayer: c.visionFeatureLayer, featureSelectStrategy: c.visionFeatureSelectStrategy },
     decoder: { layers: c.text.numLayers, hiddenSize: c.text.hiddenSize, heads: c.text.numHeads, kvHeads: c.text.numKvHeads, intermediateSize: c.text.intermediateSize, vocabSize: c.text.vocabSize, contextLength: c.text.maxPositionEmbeddings },
     parameters: model.parameterCount(),
     storedDtypes: model.storedDtypes(),

@@ -12,6 +12,7 @@ import { LlavaModel } from './llava.js';
 import { parseMergeOption } from './merging.js';
 import type { MergeOption } from '../merge/index.js';
 import type { LoadProgress } from './load.js';
+import type { LlavaConfig } from './config.js';
 import { makeDirs, readRegularFileSync, utf8Text } from './files.js';
 import { DEFAULT_MAX_IMAGE_PIXELS, probeImage } from './image.js';
 import { ImageProcessor } from './preprocess.js';
@@ -178,10 +179,10 @@ program
   .description('answer a prompt about images, streaming the text as it is produced')
   .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
   .option('--image <file>', 'image file (repeatable)', collect, [])
-  .option('--video <frames...>', 'video frames, in order (each becomes an image of the prompt)')
+  .option('--video <frames...>', 'video frames, in order (LLaVA-1.5: each becomes an image of the prompt; OneVision: one <video>)')
   .option('--prompt <text>', 'the question')
   .option('--prompt-file <file>', 'read the prompt from a file')
-  .option('--raw', 'use the prompt as it is, without the LLaVA-1.5 chat template')
+  .option('--raw', "use the prompt as it is, without the chat template (LLaVA-1.5's, or a NeXT / OneVision folder's)")
   .option('--text-only', 'no image (otherwise, without --image/--video, the model folder\'s sample.png is used when it has one)')
   .option('--stop <text>', 'stop string (repeatable)', collect, [])
   .option('--merge <preset|json|file>', 'token merging: none, illava, tome, fastv (a preset name is always the preset), inline JSON, or a JSON file (@file, or a path that is not a preset name)', 'none')
@@ -233,6 +234,13 @@ program
     model.dispose();
   });
 
+/** `illava info`'s architecture line per model_type. */
+const ARCHITECTURE_TEXT: Record<LlavaConfig['modelType'], string> = {
+  llava: 'LLaVA-1.5 (CLIP ViT + 2-layer MLP projector + LLaMA)',
+  llava_next: 'LLaVA-NeXT (CLIP ViT on anyres tiles + 2-layer MLP projector with image_newline + LLaMA)',
+  llava_onevision: 'LLaVA-OneVision (SigLIP ViT on anyres tiles + 2-layer MLP projector with image_newline + Qwen2)',
+};
+
 program
   .command('info')
   .description('architecture, parameter count, dtype and backend of a model')
@@ -245,9 +253,9 @@ program
     const c = model.config;
     const rows: Array<[string, string]> = [
       ['model', model.dir],
-      ['architecture', 'LLaVA-1.5 (CLIP ViT + 2-layer MLP projector + LLaMA)'],
-      ['vision', `CLIP ViT ${c.vision.numLayers} layers, width ${c.vision.hiddenSize}, ${c.vision.numHeads} heads, ${c.vision.imageSize}px / patch ${c.vision.patchSize} (${(c.vision.imageSize / c.vision.patchSize) ** 2} patches), feature layer ${c.visionFeatureLayer}, strategy ${c.visionFeatureSelectStrategy}`],
-      ['decoder', `LLaMA ${c.text.numLayers} layers, width ${c.text.hiddenSize}, ${c.text.numHeads} heads (${c.text.numKvHeads} kv), MLP ${c.text.intermediateSize}, vocab ${c.text.vocabSize}`],
+      ['architecture', ARCHITECTURE_TEXT[c.modelType]],
+      ['vision', `${c.vision.kind === 'clip' ? 'CLIP' : 'SigLIP'} ViT ${c.vision.numLayers} layers, width ${c.vision.hiddenSize}, ${c.vision.numHeads} heads, ${c.vision.imageSize}px / patch ${c.vision.patchSize} (${Math.floor(c.vision.imageSize / c.vision.patchSize) ** 2} patches), feature layer ${c.visionFeatureLayer}, strategy ${c.visionFeatureSelectStrategy}`],
+      ['decoder', `${c.text.kind === 'llama' ? 'LLaMA' : 'Qwen2'} ${c.text.numLayers} layers, width ${c.text.hiddenSize}, ${c.text.numHeads} heads (${c.text.numKvHeads} kv), MLP ${c.text.intermediateSize}, vocab ${c.text.vocabSize}`],
       ['parameters', `${model.parameterCount().toLocaleString('en-US')} loaded (float32 in memory)`],
       ['stored dtype', model.storedDtypes().join(', ')],
       ['backend', `${model.backend.name} (${model.backend.reason})`],

@@ -30,10 +30,11 @@ import { PackedRuntime } from '../layers/packed/index.js';
 import type { QuantizedFile, PackedFormat } from '../weights/index.js';
 import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
 import { MergeSession, resolveMergeConfig, type MergeConfig, type MergeOption } from '../merge/index.js';
-import { readChatTemplate, type ChatTemplate, type TemplateMessage } from './chat-template.js';
+import { readChatTemplate, type ChatTemplate } from './chat-template.js';
 import { chat, type ChatMessage, type ChatOptions, type ChatOutput } from './conversation.js';
 import type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput } from './generate-types.js';
-import { AnyresProcessor, anyresImageFeatures, checkAnyresPixels, videoFeatures } from './multimodal.js';
+import { AnyresProcessor, checkAnyresPixels } from './multimodal.js';
+import { anyresPromptIds, prepareAnyres } from './anyres-prompt.js';
 
 export type { GenerateOptions, GenerateOutput, ImageInput, PixelValues, PromptInput, StageTimings } from './generate-types.js';
 
@@ -322,7 +323,7 @@ export class LlavaModel {
     for (const key of ['images', 'video'] as const) {
       if (input[key] !== undefined && !Array.isArray(input[key])) throw new Error(`${key} must be an array of images, got ${typeof input[key]}`);
     }
-    if (this.anyres) return this.anyresPromptIds(input);
+    if (this.anyres) return anyresPromptIds(this, input);
     const images = (input.images?.length ?? 0) + (input.video?.length ?? 0);
     const text = input.template === 'raw' ? input.prompt : buildLlavaPrompt(input.prompt, images);
     const ids = this.tokenizer.encode(text, { addBos: input.addSpecialTokens ?? true });
@@ -331,33 +332,9 @@ export class LlavaModel {
     return ids;
   }
 
-  /**
-   * Anyres prompt ids: the folder's chat template renders one user turn (images, then the video,
-   * then the text) unless the template is 'raw' or the text already holds the placeholders.
-   */
-  private anyresPromptIds(input: PromptInput): number[] {
-    const images = input.images?.length ?? 0;
-    const hasVideo = (input.video?.length ?? 0) > 0;
-    const videoId = this.config.anyres?.videoTokenIndex ?? null;
-    if (hasVideo && videoId === null) throw new Error(`model_type '${this.config.modelType}' has no video input (give the frames as images instead)`);
-    const tok = this.tokenizer;
-    const piece = (id: number | undefined) => (id === undefined ? undefined : tok.idToPiece(id));
-    const bos = piece(tok.bosId);
-    let text = input.prompt;
-    if (input.template !== 'raw') {
-      const template = this.chatTemplate;
-      if (!template) throw new Error(`${this.dir}: no chat template (chat_template.json / tokenizer_config.json); pass template 'raw' with the whole prompt`);
-      const marked = text.includes(tok.imageToken) || text.includes('<video>');
-      const parts: TemplateMessage['content'] = marked ? [] : [...Array.from({ length: images }, () => ({ type: 'image' as const })), ...(hasVideo ? [{ type: 'video' as const }] : [])];
-      text = template.render([{ role: 'user', content: [...parts, { type: 'text', text }] }], { bos_token: bos, eos_token: piece(tok.eosId) });
-    }
-    const addBos = input.addSpecialTokens ?? !(bos !== undefined && bos !== '' && text.startsWith(bos));
-    const ids = tok.encode(text, { addBos });
-    const foundImages = ids.filter((id) => id === this.config.imageTokenIndex).length;
-    if (foundImages !== images) throw new Error(`the prompt has ${foundImages} <image> placeholder(s) but ${images} image(s) were given`);
-    const foundVideos = videoId === null ? 0 : ids.filter((id) => id === videoId).length;
-    if (foundVideos !== (hasVideo ? 1 : 0)) throw new Error(`the prompt has ${foundVideos} <video> placeholder(s) but ${hasVideo ? 'one video was' : 'no video was'} given (one <video> stands for all frames)`);
-    return ids;
+  /** Whether the decoder's weights are packed (LoadOptions.weightFormat). */
+  get decoderPacked(): boolean {
+    return this.layout.formats.decoder !== 'f32';
   }
 
   /**
@@ -381,7 +358,7 @@ export class LlavaModel {
   }
 
   private async prepare(input: PromptInput, newTokens = 0): Promise<PreparedPrompt> {
-    if (this.anyres) return this.prepareAnyres(input, newTokens);
+    if (this.anyres) return prepareAnyres(this, input, newTokens);
     const ids = this.promptIds(input);
     reservePrefillHeap(this.config, this.checkContext(ids, newTokens), newTokens, this.layout.formats.decoder !== 'f32');
     const images = [...(input.images ?? []), ...(input.video ?? [])];
@@ -420,66 +397,6 @@ export class LlavaModel {
     const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
     if (pieces.length > 1) pieces.forEach((p) => p.dispose());
     return { ids, inputIds: expandIds(ids, this.config.imageTokenIndex, spans), embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
-  }
-
-  /**
-   * prepare() of an anyres model: the images (and the video's frames) preprocessed first, so that
-   * the processor's expansion of every placeholder is known (and the context checked) before the
-   * tower runs; each placeholder's features must then have exactly that many rows.
-   */
-  private async prepareAnyres(input: PromptInput, newTokens: number): Promise<PreparedPrompt> {
-    const anyres = this.anyres as AnyresProcessor;
-    const ids = this.promptIds(input);
-    const session = new MergeSession(input.merge === undefined ? this.defaultMerge : resolveMergeConfig(input.merge, modelShape(this.config)));
-    let t = performance.now();
-    const imageCount = input.images?.length ?? 0;
-    const multi = anyres.multiImageMode(imageCount);
-    const pixels: PixelValues[] = [];
-    for (const image of input.images ?? []) pixels.push(await this.pixelValues(image, imageCount));
-    const frames: PixelValues[] = [];
-    for (const frame of input.video ?? []) frames.push(await this.framePixelValues(frame));
-    const preprocessMs = performance.now() - t;
-    const videoId = this.config.anyres?.videoTokenIndex ?? null;
-    let imageIndex = 0;
-    const counts = ids.map((id) => (id === this.config.imageTokenIndex ? anyres.imageTokens(pixels[imageIndex++], multi) : id === videoId ? anyres.videoTokens(frames.length) : 1));
-    const promptTokens = counts.reduce((a, b) => a + b, 0);
-    reservePrefillHeap(this.config, this.checkContext(ids, newTokens, promptTokens), newTokens, this.layout.formats.decoder !== 'f32');
-    t = performance.now();
-    const pieces: tf.Tensor2D[] = [];
-    const spans: Array<[number, number]> = [];
-    const inputIds: number[] = [];
-    let textStart = 0;
-    imageIndex = 0;
-    const flushText = (end: number) => {
-      if (end > textStart) pieces.push(this.decoder.embed(ids.slice(textStart, end)));
-      inputIds.push(...ids.slice(textStart, end));
-    };
-    try {
-      ids.forEach((id, i) => {
-        if (id !== this.config.imageTokenIndex && id !== videoId) return;
-        flushText(i);
-        const isImage = id === this.config.imageTokenIndex;
-        const features = isImage
-          ? anyresImageFeatures(this.config, this.vision, this.projector, pixels[imageIndex++], multi, session)
-          : videoFeatures(this.config, this.vision, this.projector, frames, session);
-        pieces.push(features);
-        // A vision-stage merge packs fewer tokens than the processor's count (merge/session.ts, src/anyres-merge.ts).
-        const visionMerged = session.visionMerges(isImage ? 'image' : 'video');
-        if (features.shape[0] !== counts[i] && !visionMerged) {
-          throw new Error(`the processor expands ${isImage ? `<image> ${imageIndex}` : '<video>'} to ${counts[i]} tokens but the model packs ${features.shape[0]} features for it`);
-        }
-        spans.push([inputIds.length, inputIds.length + features.shape[0]]);
-        for (let k = 0; k < features.shape[0]; k++) inputIds.push(id);
-        textStart = i + 1;
-      });
-      flushText(ids.length);
-    } catch (e) {
-      pieces.forEach((p) => p.dispose());
-      throw e;
-    }
-    const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
-    if (pieces.length > 1) pieces.forEach((p) => p.dispose());
-    return { ids, inputIds, embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
   }
 
   /** Last-position logits of the prompt [vocab] (for checks and scoring). */

@@ -193,9 +193,9 @@ describe('model loading errors', function () {
 
   it('rejects an unsupported model type and a missing config', async () => {
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-    config.model_type = 'llava_next';
+    config.model_type = 'mllama';
     writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-    await expectReject(LlavaModel.fromPretrained(dir, { backend: 'wasm' }), /model_type 'llava_next' is not supported/);
+    await expectReject(LlavaModel.fromPretrained(dir, { backend: 'wasm' }), /model_type 'mllama' is not supported/);
     rmSync(join(dir, 'config.json'));
     await expectReject(LlavaModel.fromPretrained(dir, { backend: 'wasm' }), /no config\.json/);
   });

@@ -108,30 +108,46 @@ describe('LLaVA-OneVision end to end (fromPretrained, generate, chat) on tiny-ll
     checkRun('text', text, 'chat text');
   });
 
-  it('one image and a video in one prompt: the image keeps its anyres tiles (73), the video its 17 ids', async () => {
-    const out = await model.generate({ prompt: 'Compare them.', images: [file('image_a.png')], video: FRAMES, maxNewTokens: 1 });
-    const imageId = 151646;
-    const videoId = 151647;
-    // <|im_start|>user\n <image> \n <video> \n ... : images first, then the video (the template's order).
-    expect(out.promptIds.slice(0, 7)).to.deep.equal([151644, 872, 198, imageId, 198, videoId, 198]);
-    expect(out.inputIds.filter((id) => id === imageId)).to.have.length(expected.num_image_tokens.image_a);
-    expect(out.inputIds.filter((id) => id === videoId)).to.have.length(expected.num_video_tokens);
-    expect(out.inputIds.slice(3, 3 + 73).every((id) => id === imageId)).to.equal(true);
-    expect(out.inputIds[3 + 73]).to.equal(198);
-    expect(out.inputIds.slice(77, 77 + 17).every((id) => id === videoId)).to.equal(true);
-    expect(out.sequenceLength.input).to.equal(out.inputIds.length);
-  });
+  // References for prompts the fixture does not cover, from make_multi_reference.py (numpy + Pillow, float64; it reproduces the fixture's own logits first).
+  const multiRef = JSON.parse(readFileSync(file('multi-reference.json'), 'utf8')) as {
+    runs: Record<'image_a_video' | 'two_images_video', { prompt_ids: number[]; input_ids_expanded: number[]; greedy_ids: number[]; greedy_step_top16: Array<{ ids: number[]; logits: number[] }>; last_logits_offset: number; last_logits_count: number }>;
+    multi_image_pixel_values_offset: number;
+  };
+  const multiBin = readFileSync(file('multi-reference.bin'));
+  const multiFloats = (offset: number, count: number) => Float32Array.from({ length: count }, (_, i) => multiBin.readFloatLE(offset + 4 * i));
 
-  it("several images in one prompt: each is one padded tile + image_newline (HF's num_image_tokens + 1 = 10), in order", async () => {
-    const out = await model.generate({ prompt: 'What differs?', images: [file('image_a.png'), file('image_b.png')], video: FRAMES, maxNewTokens: 1 });
-    const imageId = 151646;
-    expect(out.inputIds.filter((id) => id === imageId)).to.have.length(20);
-    expect(out.inputIds.filter((id) => id === 151647)).to.have.length(17);
-    // <|im_start|> user \n, 10 x <image>, \n, 10 x <image>, \n, 17 x <video>, \n ...
-    expect(out.inputIds.slice(3, 13).every((id) => id === imageId)).to.equal(true);
-    expect(out.inputIds[13]).to.equal(198);
-    expect(out.inputIds.slice(14, 24).every((id) => id === imageId)).to.equal(true);
-    expect(out.sequenceLength.input).to.equal(out.inputIds.length);
+  for (const [run, images, what] of [
+    ['image_a_video', ['image_a.png'], 'one image and a video: the image keeps its anyres tiles (73 ids), the video its 17'],
+    ['two_images_video', ['image_a.png', 'image_b.png'], 'two images and a video: each image one padded tile + image_newline (10 ids), the video 17'],
+  ] as const) {
+    it(`${what}; ids, last logits and greedy tokens match the numpy reference`, async () => {
+      const ref = multiRef.runs[run];
+      const out = await model.generate({ prompt: VIDEO_QUESTION, images: images.map(file), video: FRAMES, maxNewTokens: 10, returnLogits: true });
+      expect(out.promptIds).to.deep.equal(ref.prompt_ids);
+      expect(out.inputIds).to.deep.equal(ref.input_ids_expanded);
+      const logits = out.logits ?? [];
+      const want = multiFloats(ref.last_logits_offset, ref.last_logits_count);
+      let stepDiff = 0;
+      ref.greedy_step_top16.forEach((top, step) => {
+        expect(topK(logits[step], 16), `step ${step} top-16 ids`).to.deep.equal(top.ids);
+        stepDiff = Math.max(stepDiff, maxAbsDiff(top.ids.map((id) => logits[step][id]), top.logits));
+      });
+      if (process.env.ILLAVA_REPORT) console.log(`${run}: last logits rel L2 ${relativeL2(logits[0], want).toExponential(2)} max ${maxAbsDiff(logits[0], want).toExponential(2)}; step top-16 max ${stepDiff.toExponential(2)}`);
+      expect(relativeL2(logits[0], want), 'last logits relative L2').to.be.at.most(TOLERANCE);
+      expect(maxAbsDiff(logits[0], want), 'last logits max |diff|').to.be.at.most(TOLERANCE);
+      expect(stepDiff, 'step top-16 logits max |diff|').to.be.at.most(TOLERANCE);
+      expect(out.tokenIds).to.deep.equal(ref.greedy_ids);
+    });
+  }
+
+  it("several images: each image's padded tile is Pillow's (pad_to_square with int(mean * 255), bicubic to the tile)", async () => {
+    const plane = 3 * 42 * 42;
+    const want = multiFloats(multiRef.multi_image_pixel_values_offset, 2 * plane);
+    for (const [i, name] of ['image_a.png', 'image_b.png'].entries()) {
+      const pixels = await model.pixelValues(file(name), 2);
+      expect(pixels.tiles).to.equal(1);
+      expect(maxAbsDiff(pixels.pixelValues, want.subarray(i * plane, (i + 1) * plane)), name).to.equal(0);
+    }
   });
 
   it('refuses mismatched inputs with one-line errors', async () => {

@@ -81,21 +81,29 @@ export function topK(values: ArrayLike<number>, k: number): number[] {
 /** The copied slice of the tiny-llava-onevision fixture (test/fixtures/tiny-llava-onevision/SLICE.md). */
 export const TINY_ONEVISION_DIR = join(REPO_ROOT, 'test/fixtures/tiny-llava-onevision');
 
-let onevisionTable: Record<string, ExpectedArray> | undefined;
-let onevisionBin: Buffer | undefined;
+const sliceTables = new Map<string, { table: Record<string, ExpectedArray>; bin: Buffer }>();
 
-/** One array of the onevision slice (expected-slice.bin), by name: float32 as Float32Array, int32 as Int32Array, uint8 as Uint8Array. */
-export function onevisionArray(name: string): { data: Float32Array | Int32Array | Uint8Array; shape: number[] } {
-  onevisionTable ??= Object.fromEntries(
-    (JSON.parse(readFileSync(join(TINY_ONEVISION_DIR, 'expected-slice.json'), 'utf8')) as { arrays: Array<ExpectedArray & { name: string }> }).arrays.map((a) => [a.name, a]),
-  );
-  const entry = onevisionTable[name];
-  if (!entry) throw new Error(`expected-slice.bin has no array '${name}'`);
-  onevisionBin ??= readFileSync(join(TINY_ONEVISION_DIR, 'expected-slice.bin'));
-  const bytes = onevisionBin.subarray(entry.offset, entry.offset + entry.nbytes);
+/** One array of a fixture slice (dir/expected-slice.json + .bin), by name: float32 as Float32Array, int32 as Int32Array, uint8 as Uint8Array. */
+export function sliceArray(dir: string, name: string): { data: Float32Array | Int32Array | Uint8Array; shape: number[] } {
+  let slice = sliceTables.get(dir);
+  if (!slice) {
+    const arrays = (JSON.parse(readFileSync(join(dir, 'expected-slice.json'), 'utf8')) as { arrays: Array<ExpectedArray & { name: string }> }).arrays;
+    slice = { table: Object.fromEntries(arrays.map((a) => [a.name, a])), bin: readFileSync(join(dir, 'expected-slice.bin')) };
+    sliceTables.set(dir, slice);
+  }
+  const entry = slice.table[name];
+  if (!entry) throw new Error(`${dir}/expected-slice.bin has no array '${name}'`);
+  const bytes = slice.bin.subarray(entry.offset, entry.offset + entry.nbytes);
   if (entry.dtype === 'uint8') return { data: Uint8Array.from(bytes), shape: entry.shape };
   const n = entry.nbytes / 4;
   const data = entry.dtype === 'int32' ? new Int32Array(n) : new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = entry.dtype === 'int32' ? bytes.readInt32LE(i * 4) : bytes.readFloatLE(i * 4);
   return { data, shape: entry.shape };
 }
+
+/** One array of the onevision slice (expected-slice.bin), by name. */
+export function onevisionArray(name: string): { data: Float32Array | Int32Array | Uint8Array; shape: number[] } {
+  return sliceArray(TINY_ONEVISION_DIR, name);
+}
+
+export const TINY_NEXT_DIR = join(REPO_ROOT, 'test/fixtures/tiny-llava-next');
