@@ -1,57 +1,20 @@
 // Merge configuration: one typed config, named presets that scale to the model's shape, validation
 // with clear errors, and parsing of the CLI's --merge argument.
-import { LLM_RULE_ENTRIES, VISION_RULE_ENTRIES } from './rules.js';
+import { VISION_RULE_ENTRIES } from './rules.js';
+import { onevisionPreset, squareIllavaVision, squareTome } from './presets-onevision.js';
 import { roundHalfEven } from './util.js';
 
-/** The registered vision rules (rules.ts), and 'none'. */
-export type VisionRule = keyof typeof VISION_RULE_ENTRIES | 'none';
-/** The registered LLM rules (rules.ts), and 'none'. */
-export type LlmRule = keyof typeof LLM_RULE_ENTRIES | 'none';
-export const VISION_RULES: readonly VisionRule[] = [...(Object.keys(VISION_RULE_ENTRIES) as VisionRule[]), 'none'];
-export const LLM_RULES: readonly LlmRule[] = [...(Object.keys(LLM_RULE_ENTRIES) as LlmRule[]), 'none'];
+export {
+  LLAVA15_SHAPE, LLM_RULES, TILE_LAYOUTS, VISION_RULES,
+  type LlmMergeConfig, type LlmRule, type MergeConfig, type ModelShape, type TileLayout, type VisionMergeConfig, type VisionRule,
+} from './config-types.js';
+import { LLAVA15_SHAPE, LLM_RULES, TILE_LAYOUTS, VISION_RULES, type LlmMergeConfig, type LlmRule, type MergeConfig, type ModelShape, type TileLayout, type VisionMergeConfig, type VisionRule } from './config-types.js';
 
-export interface VisionMergeConfig {
-  rule: VisionRule;
-  /** 0-based encoder blocks that merge (between the attention residual and the MLP). */
-  layers: number[];
-  /** Tokens removed per merge layer (ToMe: r). */
-  remove: number;
-  /** illava-similarity: share of the kept tokens that recycle (default 0.05). */
-  recycleRatio?: number;
-  /** illava-similarity: dropped tokens absorbed per recycling token (default 5). */
-  neighbours?: number;
-  /** tome: add log(size) to the attention logits (ToMe's proportional attention; default true). */
-  proportionalAttention?: boolean;
-}
-
-export interface LlmMergeConfig {
-  rule: LlmRule;
-  /** 0-based decoder layers K; tokens are merged before layer K with layer K-1's attention. */
-  layers: number[];
-  /** Ratio in (0, 1] of each image span kept per merge layer (Python round of L * (1 - keep) removed). */
-  keep: number;
-  recycleRatio?: number;
-  neighbours?: number;
-}
-
-export interface MergeConfig {
-  vision?: VisionMergeConfig;
-  llm?: LlmMergeConfig;
-  /** Track which original patches every token holds (MergeReport.patchToToken). */
-  trackSources?: boolean;
-}
-
-/** What the presets scale to and the validation checks against. */
-export interface ModelShape {
-  /** Encoder blocks that run before the feature layer (LLaVA-1.5: 23 of 24, feature layer -2). */
-  visionLayersRun: number;
-  /** Image patches (without CLS). */
-  patches: number;
-  llmLayers: number;
-}
-
-/** LLaVA-1.5: CLIP ViT-L/14-336 (24 blocks, feature layer -2, 576 patches) + 32-layer LLaMA. */
-export const LLAVA15_SHAPE: Readonly<ModelShape> = { visionLayersRun: 23, patches: 576, llmLayers: 32 };
+/**
+ * The iLLaVA authors' LLaVA-OneVision-7B (illava-method.md §3): SigLIP-so400m with 26 blocks running,
+ * 729 patches (27 x 27) per tile, Qwen2-7B with 28 layers.
+ */
+export const ONEVISION_SHAPE: Readonly<ModelShape> = { visionLayersRun: 26, patches: 729, llmLayers: 28, clsToken: false, anyres: true, reference: 'onevision' };
 
 export type MergePresetName = 'illava' | 'tome' | 'fastv' | 'none';
 /** What a merge setting is given as: a preset name (scaled to the model) or a full MergeConfig. */
@@ -92,8 +55,14 @@ function llmLayer(num: number, llmLayers: number): number {
  * A stage is 'none' when the model is too small for it (no encoder block runs; fewer than 2 LLM
  * layers, since a merge at K needs layer K-1). Tiny example (2 blocks run, 16 patches, 2 LLM layers):
  * illava = vision [0, 1] remove 4 (16 -> 8), LLM [1] keep 0.65; tome = [0, 1] r 4.
+ * A OneVision-shaped model (shape.reference 'onevision') takes the authors' OneVision settings
+ * instead, with video stages and a perfect square per tile: onevisionPreset (merge/presets-onevision.ts).
+ * Other anyres models (LLaVA-NeXT: 24 x 24 patches per tile) keep these LLM stages, and their vision
+ * stages keep a perfect square per tile (squareIllavaVision from block round(5/23 * run): 576 -> 256,
+ * 4 blocks of 80; squareTome).
  */
 export function presetConfig(name: MergePresetName, shape: ModelShape): MergeConfig {
+  if (shape.reference === 'onevision' && (MERGE_PRESET_NAMES as readonly string[]).includes(name)) return onevisionPreset(name, shape);
   const { visionLayersRun: run, patches, llmLayers } = shape;
   const noLlm = llmLayers < 2;
   switch (name) {
@@ -103,7 +72,11 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
       return noLlm ? {} : { llm: { rule: 'fastv', layers: [llmLayer(2, llmLayers)], keep: 0.5 } };
     case 'illava': {
       const config: MergeConfig = {};
-      if (run >= 1 && patches >= 2) {
+      if (shape.anyres) {
+        // Anyres tiles (LLaVA-NeXT) keep a perfect square each (layout 'square'): merge/presets-onevision.ts.
+        const vision = squareIllavaVision(shape, 5 / LLAVA15_SHAPE.visionLayersRun);
+        if (vision) config.vision = vision;
+      } else if (run >= 1 && patches >= 2) {
         const n = Math.min(4, run);
         const start = clamp(roundHalfEven((5 * run) / LLAVA15_SHAPE.visionLayersRun), 0, run - n);
         const layers = Array.from({ length: n }, (_, i) => start + i);
@@ -113,6 +86,10 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
       return config;
     }
     case 'tome': {
+      if (shape.anyres) {
+        const vision = squareTome(shape);
+        return vision ? { vision } : {};
+      }
       if (run < 1 || patches < 2) return {};
       let r = roundHalfEven(patches / (2 * run));
       let count = run;
@@ -167,48 +144,76 @@ function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: nu
   }
 }
 
+/**
+ * Anyres with layout 'square': the survivors of a tile are regridded as a square, so the count they
+ * leave must be a perfect square. Returns the error, or null.
+ */
+function squareShortfall(stage: string, v: VisionMergeConfig, shape: ModelShape): string | null {
+  if (!shape.anyres || v.rule === 'none' || (v.layout ?? 'square') !== 'square') return null;
+  const kept = shape.patches - v.layers.length * v.remove;
+  const side = Math.round(Math.sqrt(kept));
+  if (side * side === kept) return null;
+  const lo = Math.floor(Math.sqrt(kept));
+  return `${stage}: layers [${v.layers.join(', ')}] removing ${v.remove} each leave ${kept} of ${shape.patches} tokens per tile, not a perfect square; ` +
+    `layout 'square' (the default, the authors' LLaVA-OneVision code) regrids a tile's survivors as a sqrt(N') x sqrt(N') square: choose layers and remove so that ` +
+    `${shape.patches} - layers x remove is a square (${lo * lo} or ${(lo + 1) * (lo + 1)}), or set layout 'positions'`;
+}
+
+function validateVision(stage: string, v: VisionMergeConfig, shape: ModelShape): void {
+  if (typeof v !== 'object' || v === null) throw new Error(`${stage}: must be an object, got ${v === null ? 'null' : typeof v}`);
+  if (v.proportionalAttention !== undefined && typeof v.proportionalAttention !== 'boolean') throw new Error(`${stage}: proportionalAttention must be a boolean, got ${typeof v.proportionalAttention}`);
+  if (!VISION_RULES.includes(v.rule)) throw new Error(`${stage}: unknown rule '${String(v.rule)}' (expected one of: ${VISION_RULES.join(', ')})`);
+  if (v.layout !== undefined) {
+    if (!TILE_LAYOUTS.includes(v.layout)) throw new Error(`${stage}: unknown layout '${String(v.layout)}' (expected one of: ${TILE_LAYOUTS.join(', ')})`);
+    if (!shape.anyres) throw new Error(`${stage}: layout '${v.layout}' applies to anyres tiles (LLaVA-OneVision) only; this model packs one flat grid per image`);
+  }
+  const layers = checkLayers(stage, v.layers);
+  if (v.rule === 'none') return;
+  for (const l of layers) {
+    if (l < 0) throw new Error(`${stage}: merge layer ${l} is outside the encoder (layers start at 0)`);
+    if (l >= shape.visionLayersRun) {
+      throw new Error(`${stage}: merge layer ${l} is at or after the last encoder block that runs (blocks 0..${shape.visionLayersRun - 1} run before the feature layer)`);
+    }
+  }
+  if (typeof v.remove !== 'number' || !(Number.isInteger(v.remove) && v.remove >= 0)) throw new Error(`${stage}: remove must be an integer >= 0, got ${typeof v.remove === 'number' ? v.remove : typeof v.remove}`);
+  const short = visionShortfall(v.rule, layers, v.remove, shape.patches);
+  if (short) throw new Error(short.replace(/^vision:/, `${stage}:`));
+  const square = squareShortfall(stage, v, shape);
+  if (square) throw new Error(square);
+  checkRecycle(stage, v);
+}
+
+function validateLlm(stage: string, m: LlmMergeConfig, shape: ModelShape): void {
+  if (typeof m !== 'object' || m === null) throw new Error(`${stage}: must be an object, got ${m === null ? 'null' : typeof m}`);
+  if (!LLM_RULES.includes(m.rule)) throw new Error(`${stage}: unknown rule '${String(m.rule)}' (expected one of: ${LLM_RULES.join(', ')})`);
+  const layers = checkLayers(stage, m.layers);
+  if (m.rule === 'none') return;
+  for (const l of layers) {
+    if (l === 0) throw new Error(`${stage}: a merge at layer 0 is impossible: the score needs the attention of layer K-1`);
+    if (l < 0 || l >= shape.llmLayers) throw new Error(`${stage}: merge layer ${l} is outside the model (layers 1..${shape.llmLayers - 1} can merge)`);
+  }
+  if (typeof m.keep !== 'number' || !(m.keep > 0 && m.keep <= 1)) throw new Error(`${stage}: keep must be a ratio in (0, 1], got ${typeof m.keep === 'number' ? m.keep : typeof m.keep}`);
+  checkRecycle(stage, m);
+}
+
 /** Throws a clear error when the config cannot run on a model of this shape. */
 export function validateMergeConfig(config: MergeConfig, shape: ModelShape): void {
   for (const k of Object.keys(config)) {
-    if (k !== 'vision' && k !== 'llm' && k !== 'trackSources') throw new Error(`merge config: unknown field '${k}' (allowed: vision, llm, trackSources)`);
+    if (k !== 'vision' && k !== 'llm' && k !== 'video' && k !== 'trackSources') throw new Error(`merge config: unknown field '${k}' (allowed: vision, llm, video, trackSources)`);
   }
   if (config.trackSources !== undefined && typeof config.trackSources !== 'boolean') throw new Error(`merge config: trackSources must be a boolean, got ${typeof config.trackSources}`);
-  const v = config.vision;
-  if (v !== undefined && (typeof v !== 'object' || v === null)) throw new Error(`vision: must be an object, got ${v === null ? 'null' : typeof v}`);
-  if (config.llm !== undefined && (typeof config.llm !== 'object' || config.llm === null)) throw new Error(`llm: must be an object, got ${config.llm === null ? 'null' : typeof config.llm}`);
-  if (v) {
-    if (v.proportionalAttention !== undefined && typeof v.proportionalAttention !== 'boolean') throw new Error(`vision: proportionalAttention must be a boolean, got ${typeof v.proportionalAttention}`);
-    if (!VISION_RULES.includes(v.rule)) throw new Error(`vision: unknown rule '${String(v.rule)}' (expected one of: ${VISION_RULES.join(', ')})`);
-    const layers = checkLayers('vision', v.layers);
-    if (v.rule !== 'none') {
-      for (const l of layers) {
-        if (l < 0) throw new Error(`vision: merge layer ${l} is outside the encoder (layers start at 0)`);
-        if (l >= shape.visionLayersRun) {
-          throw new Error(`vision: merge layer ${l} is at or after the last encoder block that runs (blocks 0..${shape.visionLayersRun - 1} run before the feature layer)`);
-        }
-      }
-      if (typeof v.remove !== 'number' || !(Number.isInteger(v.remove) && v.remove >= 0)) throw new Error(`vision: remove must be an integer >= 0, got ${typeof v.remove === 'number' ? v.remove : typeof v.remove}`);
-      const short = visionShortfall(v.rule, layers, v.remove, shape.patches);
-      if (short) throw new Error(short);
-      checkRecycle('vision', v);
-    }
-  }
-  const m = config.llm;
-  if (m) {
-    if (!LLM_RULES.includes(m.rule)) throw new Error(`llm: unknown rule '${String(m.rule)}' (expected one of: ${LLM_RULES.join(', ')})`);
-    const layers = checkLayers('llm', m.layers);
-    if (m.rule !== 'none') {
-      for (const l of layers) {
-        if (l === 0) throw new Error(`llm: a merge at layer 0 is impossible: the score needs the attention of layer K-1`);
-        if (l < 0 || l >= shape.llmLayers) throw new Error(`llm: merge layer ${l} is outside the model (layers 1..${shape.llmLayers - 1} can merge)`);
-      }
-      if (typeof m.keep !== 'number' || !(m.keep > 0 && m.keep <= 1)) throw new Error(`llm: keep must be a ratio in (0, 1], got ${typeof m.keep === 'number' ? m.keep : typeof m.keep}`);
-      checkRecycle('llm', m);
-    }
+  if (config.vision !== undefined) validateVision('vision', config.vision, shape);
+  if (config.llm !== undefined) validateLlm('llm', config.llm, shape);
+  const video = config.video;
+  if (video !== undefined) {
+    if (typeof video !== 'object' || video === null || Array.isArray(video)) throw new Error(`video: must be an object with vision and/or llm, got ${video === null ? 'null' : typeof video}`);
+    for (const k of Object.keys(video)) if (k !== 'vision' && k !== 'llm') throw new Error(`video: unknown field '${k}' (allowed: vision, llm)`);
+    if (video.vision !== undefined) validateVision('video.vision', video.vision, shape);
+    if (video.llm !== undefined) validateLlm('video.llm', video.llm, shape);
   }
 }
 
-const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention'];
+const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention', 'layout'];
 const LLM_KEYS = ['rule', 'layers', 'keep', 'recycleRatio', 'neighbours'];
 
 function checkObject(where: string, value: unknown, allowed: string[]): Record<string, unknown> {
@@ -236,42 +241,56 @@ export function parseMergeSpec(text: string): MergeOption {
   } catch (e) {
     throw new Error(`merge spec: invalid JSON (${e instanceof Error ? e.message : String(e)})`);
   }
-  const top = checkObject('top level', raw, ['vision', 'llm', 'trackSources']);
+  const top = checkObject('top level', raw, ['vision', 'llm', 'video', 'trackSources']);
   const out: MergeConfig = {};
-  const num = (where: string, v: unknown, optional: boolean): number | undefined => {
-    if (v === undefined && optional) return undefined;
-    if (typeof v !== 'number') throw new Error(`merge spec: ${where} must be a number`);
-    return v;
-  };
-  if (top.vision !== undefined) {
-    const v = checkObject('vision', top.vision, VISION_KEYS);
-    if (typeof v.rule !== 'string') throw new Error(`merge spec: vision.rule must be a string`);
-    if (v.proportionalAttention !== undefined && typeof v.proportionalAttention !== 'boolean') throw new Error(`merge spec: vision.proportionalAttention must be a boolean`);
-    out.vision = {
-      rule: v.rule as VisionRule,
-      layers: checkLayers('merge spec: vision', v.layers ?? []),
-      remove: num('vision.remove', v.remove ?? 0, false) as number,
-      ...(v.recycleRatio !== undefined && { recycleRatio: num('vision.recycleRatio', v.recycleRatio, true) }),
-      ...(v.neighbours !== undefined && { neighbours: num('vision.neighbours', v.neighbours, true) }),
-      ...(v.proportionalAttention !== undefined && { proportionalAttention: v.proportionalAttention as boolean }),
-    };
-  }
-  if (top.llm !== undefined) {
-    const m = checkObject('llm', top.llm, LLM_KEYS);
-    if (typeof m.rule !== 'string') throw new Error(`merge spec: llm.rule must be a string`);
-    out.llm = {
-      rule: m.rule as LlmRule,
-      layers: checkLayers('merge spec: llm', m.layers ?? []),
-      keep: num('llm.keep', m.keep ?? 1, false) as number,
-      ...(m.recycleRatio !== undefined && { recycleRatio: num('llm.recycleRatio', m.recycleRatio, true) }),
-      ...(m.neighbours !== undefined && { neighbours: num('llm.neighbours', m.neighbours, true) }),
-    };
+  if (top.vision !== undefined) out.vision = parseVisionSpec('vision', top.vision);
+  if (top.llm !== undefined) out.llm = parseLlmSpec('llm', top.llm);
+  if (top.video !== undefined) {
+    const video = checkObject('video', top.video, ['vision', 'llm']);
+    out.video = {};
+    if (video.vision !== undefined) out.video.vision = parseVisionSpec('video.vision', video.vision);
+    if (video.llm !== undefined) out.video.llm = parseLlmSpec('video.llm', video.llm);
   }
   if (top.trackSources !== undefined) {
     if (typeof top.trackSources !== 'boolean') throw new Error(`merge spec: trackSources must be a boolean`);
     out.trackSources = top.trackSources;
   }
-  if (out.vision && !VISION_RULES.includes(out.vision.rule)) throw new Error(`merge spec: unknown vision rule '${out.vision.rule}' (expected one of: ${VISION_RULES.join(', ')})`);
-  if (out.llm && !LLM_RULES.includes(out.llm.rule)) throw new Error(`merge spec: unknown llm rule '${out.llm.rule}' (expected one of: ${LLM_RULES.join(', ')})`);
   return out;
+}
+
+function specNumber(where: string, v: unknown): number {
+  if (typeof v !== 'number') throw new Error(`merge spec: ${where} must be a number`);
+  return v;
+}
+
+/** One vision stage of a merge spec ('vision' or 'video.vision'). */
+function parseVisionSpec(where: string, value: unknown): VisionMergeConfig {
+  const v = checkObject(where, value, VISION_KEYS);
+  if (typeof v.rule !== 'string') throw new Error(`merge spec: ${where}.rule must be a string`);
+  if (v.proportionalAttention !== undefined && typeof v.proportionalAttention !== 'boolean') throw new Error(`merge spec: ${where}.proportionalAttention must be a boolean`);
+  if (v.layout !== undefined && !TILE_LAYOUTS.includes(v.layout as TileLayout)) throw new Error(`merge spec: ${where}.layout must be one of: ${TILE_LAYOUTS.join(', ')}`);
+  if (!VISION_RULES.includes(v.rule as VisionRule)) throw new Error(`merge spec: unknown ${where} rule '${v.rule}' (expected one of: ${VISION_RULES.join(', ')})`);
+  return {
+    rule: v.rule as VisionRule,
+    layers: checkLayers(`merge spec: ${where}`, v.layers ?? []),
+    remove: specNumber(`${where}.remove`, v.remove ?? 0),
+    ...(v.recycleRatio !== undefined && { recycleRatio: specNumber(`${where}.recycleRatio`, v.recycleRatio) }),
+    ...(v.neighbours !== undefined && { neighbours: specNumber(`${where}.neighbours`, v.neighbours) }),
+    ...(v.proportionalAttention !== undefined && { proportionalAttention: v.proportionalAttention as boolean }),
+    ...(v.layout !== undefined && { layout: v.layout as TileLayout }),
+  };
+}
+
+/** One LLM stage of a merge spec ('llm' or 'video.llm'). */
+function parseLlmSpec(where: string, value: unknown): LlmMergeConfig {
+  const m = checkObject(where, value, LLM_KEYS);
+  if (typeof m.rule !== 'string') throw new Error(`merge spec: ${where}.rule must be a string`);
+  if (!LLM_RULES.includes(m.rule as LlmRule)) throw new Error(`merge spec: unknown ${where} rule '${m.rule}' (expected one of: ${LLM_RULES.join(', ')})`);
+  return {
+    rule: m.rule as LlmRule,
+    layers: checkLayers(`merge spec: ${where}`, m.layers ?? []),
+    keep: specNumber(`${where}.keep`, m.keep ?? 1),
+    ...(m.recycleRatio !== undefined && { recycleRatio: specNumber(`${where}.recycleRatio`, m.recycleRatio) }),
+    ...(m.neighbours !== undefined && { neighbours: specNumber(`${where}.neighbours`, m.neighbours) }),
+  };
 }

@@ -23,13 +23,13 @@ export {
 } from './illava-similarity.js';
 export { tomeBipartite, proportionalAttentionBias, type TomeInput, type TomeMatch, type TomeResult } from './tome.js';
 export {
-  LLAVA15_SHAPE, LLM_RULES, MERGE_PRESET_NAMES, VISION_RULES,
+  LLAVA15_SHAPE, LLM_RULES, MERGE_PRESET_NAMES, ONEVISION_SHAPE, TILE_LAYOUTS, VISION_RULES,
   parseMergeSpec, presetConfig, resolveMergeConfig, validateMergeConfig,
-  type LlmMergeConfig, type LlmRule, type MergeConfig, type MergeOption, type MergePresetName, type ModelShape, type VisionMergeConfig, type VisionRule,
+  type LlmMergeConfig, type LlmRule, type MergeConfig, type MergeOption, type MergePresetName, type ModelShape, type TileLayout, type VisionMergeConfig, type VisionRule,
 } from './config.js';
 export {
   LLM_RULE_ENTRIES, VISION_RULE_ENTRIES,
   type LanguageRuleInput, type LlmRuleEntry, type LlmStep, type VisionRuleEntry, type VisionRuleInput, type VisionStep,
 } from './rules.js';
-export { TokenState, spansAfter, type ImageTokens, type LayerCount, type MergeReport, type MergeStage, type Span } from './token-state.js';
-export { MergeSession, type BlockMerge, type SequenceHook, type VisionHook, type VisionNeeds } from './session.js';
+export { TokenState, reportOf, spansAfter, type ImageTokens, type LayerCount, type MergeReport, type MergeStage, type Span } from './token-state.js';
+export { MergeSession, type BlockMerge, type SequenceHook, type TiledImage, type VisionHook, type VisionNeeds, type VisualKind } from './session.js';

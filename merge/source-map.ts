@@ -22,6 +22,20 @@ export class SourceMap {
     return new SourceMap(patches, comp);
   }
 
+  /**
+   * Several maps side by side (anyres tiles): the tokens of maps[0], then of maps[1], ...; patch p
+   * of maps[k] becomes patch (patches of maps before k) + p.
+   */
+  static sideBySide(maps: readonly SourceMap[]): SourceMap {
+    const comp: Map<number, number>[] = [];
+    let off = 0;
+    for (const m of maps) {
+      for (const c of m.comp) comp.push(new Map([...c].map(([p, w]) => [off + p, w])));
+      off += m.patches;
+    }
+    return new SourceMap(off, comp);
+  }
+
   /** Current number of tokens. */
   get tokens(): number {
     return this.comp.length;

@@ -39,6 +39,13 @@ export interface MergeReport {
   patchToToken?: Int32Array;
   /** Every merge step (vision layers, then language layers) with its patch -> token map when tracking. */
   stages?: MergeStage[];
+  /**
+   * Anyres images: one report per tile (base tile first, then the grid row-major; video: per frame),
+   * each over the tile's own patches and tokens before packing (`language` empty). The image's
+   * `patches` are then all tiles' patches, tile t's patch p being patch sum(patches of tiles < t) + p,
+   * and its `vision` counts are summed over the tiles.
+   */
+  tiles?: MergeReport[];
 }
 
 /** What follows one image's tokens (its span of the token list). */
@@ -48,6 +55,18 @@ export interface ImageTokens {
   /** Over the original patches; its tokens are the span's tokens. Null = not tracking. */
   readonly sources: SourceMap | null;
   readonly stages: readonly MergeStage[];
+  /** Anyres images: each tile's own tokens (MergeReport.tiles). */
+  readonly tiles?: readonly ImageTokens[];
+}
+
+/** The report of one image's tokens whose span holds `tokens` tokens. */
+export function reportOf(img: ImageTokens, tokens: number): MergeReport {
+  const counts = (stage: MergeStage['stage']) => img.stages.filter((st) => st.stage === stage).map(({ layer, tokens: n }) => ({ layer, tokens: n }));
+  const report: MergeReport = { patches: img.patches, vision: counts('vision'), language: counts('llm'), tokens };
+  if (img.sources) report.patchToToken = img.sources.tokenOfPatch();
+  if (img.stages.length > 0) report.stages = img.stages.map((st) => ({ ...st }));
+  if (img.tiles) report.tiles = img.tiles.map((t) => reportOf(t, t.stages.length > 0 ? t.stages[t.stages.length - 1].tokens : t.patches));
+  return report;
 }
 
 /** Spans after the plan: each new span covers the kept tokens whose anchors were in the old span. */
@@ -123,7 +142,7 @@ export class TokenState {
       const tokens = spans[i][1] - spans[i][0];
       const sources = img.sources ? img.sources.apply(restrictPlan(plan, s, e)) : null;
       const stage: MergeStage = { ...step, tokens, ...(sources && { patchToToken: sources.tokenOfPatch() }) };
-      return { patches: img.patches, sources, stages: [...img.stages, stage] };
+      return { ...img, sources, stages: [...img.stages, stage] };
     });
     const state = new TokenState(applyPlanToArray(plan, this.positionIds), planSizes(plan, this.sizes), spans, images);
     return { hidden: applyPlan(plan, hidden), state };
@@ -131,14 +150,7 @@ export class TokenState {
 
   /** One report per image. */
   reports(): MergeReport[] {
-    return this.images.map((img, i) => {
-      const [s, e] = this.spans[i];
-      const counts = (stage: MergeStage['stage']) => img.stages.filter((st) => st.stage === stage).map(({ layer, tokens }) => ({ layer, tokens }));
-      const report: MergeReport = { patches: img.patches, vision: counts('vision'), language: counts('llm'), tokens: e - s };
-      if (img.sources) report.patchToToken = img.sources.tokenOfPatch();
-      if (img.stages.length > 0) report.stages = img.stages.map((st) => ({ ...st }));
-      return report;
-    });
+    return this.images.map((img, i) => reportOf(img, this.spans[i][1] - this.spans[i][0]));
   }
 }
 

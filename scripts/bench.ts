@@ -2,7 +2,8 @@
 // Benchmark of token merging: `npm run bench -- [options]` (see --help and bench/README.md).
 //
 // Model: a Hugging Face LLaVA-1.5 folder (--model), the tiny fixture (--arch tiny), or random seeded
-// weights at real sizes built in memory (--arch llava-1.5-7b), optionally cut to a slice of the
+// weights at real sizes built in memory (--arch llava-1.5-7b; --arch llava-onevision-0.5b runs
+// scripts/bench-onevision.ts: anyres tiles, none vs the OneVision presets), optionally cut to a slice of the
 // depth (--llm-layers N, --vit-layers N). For each merge config (presets none, illava, tome, fastv,
 // plus any --merge JSON) it runs one image + a ~20-token question + 32 greedy new tokens (EOS
 // ignored, so every run decodes the same count), a warm-up and then --runs timed runs, and reports
@@ -31,6 +32,7 @@ import { LlavaTokenizer } from '../src/tokenizer.js';
 import { openWeights } from '../weights/index.js';
 import { setReleaseUnpackedWeights, wasmHeapBytes } from '../layers/index.js';
 import { MergeSession, type MergeConfig, type MergeOption } from '../merge/index.js';
+import { benchOnevision } from './bench-onevision.js';
 import { ARCHS, BENCH_PROMPT, REPO_ROOT, TINY_LLAVA_DIR, RandomWeightSource, archConfig, randomModelParts, type ArchName } from './random-model.js';
 
 
@@ -57,6 +59,7 @@ interface Options {
   backend: string;
   releaseWeights: boolean;
   json: boolean;
+  photoSide: number;
 }
 
 /** The command line: --help, and the options with their defaults. */
@@ -84,6 +87,7 @@ function parseOptions(argv: string[]): Options {
     .option('--backend <name>', 'tfjs backend', 'wasm')
     .option('--no-release-weights', "keep each weight's unpacked copy next to XNNPACK's packed one (wasm; twice the memory)")
     .option('--no-json', 'do not write the JSON file')
+    .option('--photo-side <px>', 'llava-onevision-0.5b: side of the synthetic square photo (1000: base + 3 x 3 tiles)', intOption('photo-side', 1), 1000)
     .option('--threads <n>', '2: MLPs split with a worker thread (layers/parallel.ts)', intOption('threads', 1), 1)
     .option('--weights <mode>', 'decoder weights: auto, resident or streamed (src/streamed.ts)', 'auto')
     .addOption(new Option('--dtype <dtype>', 'storage dtype of random weights (f16: rounded to half precision, served as fp16 bytes)').choices(['f32', 'f16']).default('f32'))
@@ -530,6 +534,11 @@ function writeJson(o: Options, run: RunRecord): void {
 async function main(): Promise<void> {
   const o = parseOptions(process.argv);
   if (o.model && o.arch) throw new Error('give --model or --arch, not both');
+  if (o.arch === 'llava-onevision-0.5b') {
+    // Anyres tiles through the modules (scripts/bench-onevision.ts): --runs interleaved, one warm-up pass.
+    await selectBackend(o.backend as BackendName);
+    return benchOnevision({ presets: o.presets, merge: o.merge, runs: o.runs, newTokens: o.newTokens, seed: o.seed, threads: o.threads, out: o.out, name: o.name, json: o.json, llmLayers: o.llmLayers, vitLayers: o.vitLayers, photoSide: o.photoSide });
+  }
   if (o.arch === 'tiny') o.model = TINY_LLAVA_DIR;
   const clip = o.clipForward ?? (o.arch !== undefined && o.arch !== 'tiny');
   const backend = (await selectBackend(o.backend as BackendName)).name;

@@ -59,10 +59,12 @@ export function tensorSpecs(config: LlavaConfig): Map<string, RandomSpec> {
   const std = 0.02;
   const c = config.vision;
   const C = c.hiddenSize;
-  const grid = c.imageSize / c.patchSize;
+  const grid = Math.floor(c.imageSize / c.patchSize);
+  const clip = c.kind === 'clip'; // SigLIP: patch conv bias, no CLS, no pre-LN
   m.set(`${V}embeddings.patch_embedding.weight`, { shape: [C, c.numChannels, c.patchSize, c.patchSize], init: std });
-  m.set(`${V}embeddings.class_embedding`, { shape: [C], init: std });
-  m.set(`${V}embeddings.position_embedding.weight`, { shape: [grid * grid + 1, C], init: std });
+  if (clip) m.set(`${V}embeddings.class_embedding`, { shape: [C], init: std });
+  else m.set(`${V}embeddings.patch_embedding.bias`, { shape: [C], init: std });
+  m.set(`${V}embeddings.position_embedding.weight`, { shape: [grid * grid + (clip ? 1 : 0), C], init: std });
   const norm = (prefix: string, size: number, bias = true) => {
     m.set(`${prefix}.weight`, { shape: [size], init: 'ones' });
     if (bias) m.set(`${prefix}.bias`, { shape: [size], init: 'zeros' });
@@ -71,7 +73,7 @@ export function tensorSpecs(config: LlavaConfig): Map<string, RandomSpec> {
     m.set(`${prefix}.weight`, { shape: [outF, inF], init: std });
     if (bias) m.set(`${prefix}.bias`, { shape: [outF], init: std });
   };
-  norm(`${V}pre_layrnorm`, C);
+  if (clip) norm(`${V}pre_layrnorm`, C);
   for (let i = 0; i < visionLayersRun(config); i++) {
     const p = `${V}encoder.layers.${i}.`;
     norm(`${p}layer_norm1`, C);
@@ -84,6 +86,7 @@ export function tensorSpecs(config: LlavaConfig): Map<string, RandomSpec> {
   const D = t.hiddenSize;
   linear(`${P}linear_1`, C, D, config.projectorBias);
   linear(`${P}linear_2`, D, D, config.projectorBias);
+  if (config.anyres) m.set('image_newline', { shape: [D], init: std });
   m.set(`${L}embed_tokens.weight`, { shape: [t.vocabSize, D], init: std });
   const q = t.numHeads * t.headDim;
   const kv = t.numKvHeads * t.headDim;
@@ -192,7 +195,59 @@ export function llava15_7bConfigJson(): Record<string, unknown> {
   };
 }
 
-export const ARCHS = ['llava-1.5-7b'] as const;
+/**
+ * config.json of llava-hf/llava-onevision-qwen2-0.5b-ov-hf, spelled out: SigLIP-so400m-patch14-384
+ * as HF's conversion keeps it (26 encoder layers: the original drops SigLIP's last one; feature
+ * layer -1, so all 26 run), Qwen2-0.5B, anyres_max_9 over the 384 px pinpoints up to 6 x 6.
+ */
+export function llavaOnevision05bConfigJson(): Record<string, unknown> {
+  const pinpoints: number[][] = [];
+  for (let i = 1; i <= 6; i++) for (let j = 1; j <= 6; j++) pinpoints.push([384 * i, 384 * j]);
+  return {
+    model_type: 'llava_onevision',
+    image_token_index: 151646,
+    video_token_index: 151647,
+    projector_hidden_act: 'gelu',
+    multimodal_projector_bias: true,
+    vision_feature_select_strategy: 'full',
+    vision_feature_layer: -1,
+    vision_aspect_ratio: 'anyres_max_9',
+    image_grid_pinpoints: pinpoints,
+    use_image_newline_parameter: true,
+    tie_word_embeddings: true,
+    vision_config: {
+      model_type: 'siglip_vision_model',
+      hidden_size: 1152,
+      intermediate_size: 4304,
+      num_hidden_layers: 26,
+      num_attention_heads: 16,
+      image_size: 384,
+      patch_size: 14,
+      layer_norm_eps: 1e-6,
+      hidden_act: 'gelu_pytorch_tanh',
+      vision_use_head: false,
+    },
+    text_config: {
+      model_type: 'qwen2',
+      hidden_size: 896,
+      intermediate_size: 4864,
+      num_hidden_layers: 24,
+      num_attention_heads: 14,
+      num_key_value_heads: 2,
+      hidden_act: 'silu',
+      max_position_embeddings: 32768,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000.0,
+      vocab_size: 151936,
+      tie_word_embeddings: true,
+      use_sliding_window: false,
+      sliding_window: 32768,
+      max_window_layers: 24,
+    },
+  };
+}
+
+export const ARCHS = ['llava-1.5-7b', 'llava-onevision-0.5b'] as const;
 
 /** The benchmarks' question (with LLaVA-1.5's template and one 576-token image: a 612-token prompt). */
 export const BENCH_PROMPT = 'Describe this image in detail: which objects do you see, what colours are they, and where are they placed?';
@@ -208,7 +263,7 @@ export interface SliceOptions {
 /** The architecture's config with the depth cut to a slice. */
 export function archConfig(arch: ArchName, slice: SliceOptions = {}): LlavaConfig {
   if (!ARCHS.includes(arch)) throw new Error(`unknown architecture '${arch}' (known: ${ARCHS.join(', ')})`);
-  const json = llava15_7bConfigJson() as { vision_config: Record<string, unknown>; text_config: Record<string, unknown> };
+  const json = (arch === 'llava-onevision-0.5b' ? llavaOnevision05bConfigJson() : llava15_7bConfigJson()) as { vision_config: Record<string, unknown>; text_config: Record<string, unknown> };
   if (slice.llmLayers !== undefined) json.text_config.num_hidden_layers = slice.llmLayers;
   if (slice.vitLayers !== undefined) json.vision_config.num_hidden_layers = slice.vitLayers;
   return parseLlavaConfig(json);
@@ -234,6 +289,7 @@ export function clipImageProcessor(size: number): ImageProcessor {
 
 /** Everything LlavaModel.fromParts needs for a random model of `arch` (tokenizer: the fixture's LLaMA-2 vocabulary). */
 export async function randomModelParts(arch: ArchName, slice: SliceOptions = {}, seed = 0, dtype: 'F32' | 'F16' = 'F32'): Promise<ModelParts & { source: RandomWeightSource }> {
+  if (arch === 'llava-onevision-0.5b') throw new Error(`${arch} runs through scripts/bench-onevision.ts (modules and anyres tiles), not LlavaModel`);
   const config = archConfig(arch, slice);
   const tokenizer = await LlavaTokenizer.fromDir(TINY_LLAVA_DIR);
   const source = new RandomWeightSource(config, seed, `${arch} random weights`, dtype);

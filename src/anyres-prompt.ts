@@ -75,7 +75,6 @@ export async function prepareAnyres(model: AnyresPromptModel, input: PromptInput
   if (!anyres) throw new Error(`model_type '${model.config.modelType}' has no anyres processor`);
   const ids = model.promptIds(input);
   const session = new MergeSession(input.merge === undefined ? model.defaultMerge : resolveMergeConfig(input.merge, modelShape(model.config)));
-  if (session.active) throw new Error(`token merging is not supported for ${model.config.modelType} yet (merge rules do not know anyres tiles); use merge 'none'`);
   let t = performance.now();
   const imageCount = input.images?.length ?? 0;
   const multi = anyres.multiImageMode(imageCount);
@@ -105,14 +104,15 @@ export async function prepareAnyres(model: AnyresPromptModel, input: PromptInput
       flushText(i);
       const isImage = id === model.config.imageTokenIndex;
       const features = isImage
-        ? anyresImageFeatures(model.config, model.vision, model.projector, pixels[imageIndex++], multi)
-        : videoFeatures(model.config, model.vision, model.projector, frames);
+        ? anyresImageFeatures(model.config, model.vision, model.projector, pixels[imageIndex++], multi, session)
+        : videoFeatures(model.config, model.vision, model.projector, frames, session);
       pieces.push(features);
-      if (features.shape[0] !== counts[i]) {
+      // A vision-stage merge packs fewer tokens than the processor's count (merge/session.ts, src/anyres-merge.ts).
+      if (features.shape[0] !== counts[i] && !session.visionMerges(isImage ? 'image' : 'video')) {
         throw new Error(`the processor expands ${isImage ? `<image> ${imageIndex}` : '<video>'} to ${counts[i]} tokens but the model packs ${features.shape[0]} features for it`);
       }
-      spans.push([inputIds.length, inputIds.length + counts[i]]);
-      for (let k = 0; k < counts[i]; k++) inputIds.push(id);
+      spans.push([inputIds.length, inputIds.length + features.shape[0]]);
+      for (let k = 0; k < features.shape[0]; k++) inputIds.push(id);
       textStart = i + 1;
     });
     flushText(ids.length);

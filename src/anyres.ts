@@ -56,7 +56,7 @@ export interface PackedLayout {
 }
 
 /** Patches along one side of a tile. */
-function tileSide(config: LlavaConfig): number {
+export function tileSide(config: LlavaConfig): number {
   return Math.floor(config.vision.imageSize / config.vision.patchSize);
 }
 
@@ -65,12 +65,17 @@ function anyresOf(config: LlavaConfig): AnyresConfig {
   return config.anyres;
 }
 
-/** The packed layout of an image of height x width pixels (HF pack_image_features, and the processor's count). */
-export function packedLayout(config: LlavaConfig, height: number, width: number): PackedLayout {
+/**
+ * The packed layout of an image of height x width pixels (HF pack_image_features, and the processor's
+ * count). `side`: tokens along one side of a tile's grid; default the tile's patches per side. After a
+ * vision-stage merge with the 'square' layout it is sqrt(N') (the authors' code: unpadding, the
+ * anyres_max downscale and the base tile all use the regridded side; src/anyres-merge.ts).
+ */
+export function packedLayout(config: LlavaConfig, height: number, width: number, side = tileSide(config)): PackedLayout {
   if (!Number.isSafeInteger(height) || !Number.isSafeInteger(width) || height < 1 || width < 1) throw new Error(`image size ${width}x${height} must be positive integers`);
+  if (!Number.isInteger(side) || side < 1) throw new Error(`packedLayout: a tile side of ${side} tokens must be a positive integer`);
   const anyres = anyresOf(config);
   const tile = config.vision.imageSize;
-  const side = tileSide(config);
   const [bestH, bestW] = selectBestResolution(height, width, anyres.imageGridPinpoints);
   const rows = Math.floor(bestH / tile);
   const cols = Math.floor(bestW / tile);
@@ -181,6 +186,31 @@ export interface AnyresPixels {
   canvas: RgbImage;
 }
 
+/** Where an image of H x W pixels lies on its anyres canvas (best resolution): resized to newW x newH (aspect kept), at (padX, padY). */
+export interface CanvasPlacement {
+  bestH: number;
+  bestW: number;
+  newH: number;
+  newW: number;
+  padX: number;
+  padY: number;
+}
+
+/** HF get_patch_output_size and the centred padding of LlavaOnevisionImageProcessor. */
+export function canvasPlacement(anyres: AnyresConfig, H: number, W: number): CanvasPlacement {
+  const [bestH, bestW] = selectBestResolution(H, W, anyres.imageGridPinpoints);
+  let newW: number;
+  let newH: number;
+  if (bestW / W < bestH / H) {
+    newW = bestW;
+    newH = Math.min(Math.ceil((H * bestW) / W), bestH);
+  } else {
+    newH = bestH;
+    newW = Math.min(Math.ceil((W * bestH) / H), bestW);
+  }
+  return { bestH, bestW, newH, newW, padX: Math.floor((bestW - newW) / 2), padY: Math.floor((bestH - newH) / 2) };
+}
+
 /**
  * HF LlavaOnevisionImageProcessor (slow PIL path) on one image: best resolution over the
  * pinpoints, aspect-keeping resize (get_patch_output_size) with the processor's resampler, centred
@@ -192,20 +222,10 @@ export function anyresPixelValues(config: LlavaConfig, tileProcessor: ImageProce
   const tile = config.vision.imageSize;
   const out = tileProcessor.fixedOutputSize();
   if (!out || out.width !== tile || out.height !== tile) throw new Error(`anyres: the tile processor must give ${tile}x${tile} tiles (vision_config.image_size), got ${out ? `${out.width}x${out.height}` : 'a size that depends on the input'}`);
-  const { width: W, height: H } = img;
-  const [bestH, bestW] = selectBestResolution(H, W, anyres.imageGridPinpoints);
-  let newW: number;
-  let newH: number;
-  if (bestW / W < bestH / H) {
-    newW = bestW;
-    newH = Math.min(Math.ceil((H * bestW) / W), bestH);
-  } else {
-    newH = bestH;
-    newW = Math.min(Math.ceil((W * bestH) / H), bestW);
-  }
+  const { bestH, bestW, newH, newW, padX, padY } = canvasPlacement(anyres, img.height, img.width);
   const filter = tileProcessor.settings.filter;
   const resized = resize(img, newW, newH, filter);
-  const canvas = cropImage(resized, -Math.floor((bestW - newW) / 2), -Math.floor((bestH - newH) / 2), bestW, bestH, [0, 0, 0]);
+  const canvas = cropImage(resized, -padX, -padY, bestW, bestH, [0, 0, 0]);
   const pieces: RgbImage[] = [resize(img, tile, tile, filter)];
   for (let r = 0; r < bestH / tile; r++) for (let c = 0; c < bestW / tile; c++) pieces.push(cropImage(canvas, c * tile, r * tile, tile, tile));
   const plane = 3 * tile * tile;

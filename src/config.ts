@@ -277,5 +277,9 @@ export function patchesPerImage(config: LlavaConfig): number {
 
 /** What the merge presets scale to and the merge validation checks against. */
 export function modelShape(config: LlavaConfig): ModelShape {
-  return { visionLayersRun: visionLayersRun(config), patches: patchesPerImage(config), llmLayers: config.text.numLayers };
+  const shape: ModelShape = { visionLayersRun: visionLayersRun(config), patches: patchesPerImage(config), llmLayers: config.text.numLayers };
+  if (config.vision.kind !== 'clip') shape.clsToken = false;
+  if (config.anyres) shape.anyres = true; // tiles packed as grids: the survivor layout applies
+  if (config.modelType === 'llava_onevision') shape.reference = 'onevision'; // presets from the authors' OneVision settings
+  return shape;
 }

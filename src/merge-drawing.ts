@@ -23,7 +23,7 @@ function hsv(h: number, s: number, v: number): Rgb {
 }
 
 /** Distinct colours for integer keys (golden-ratio hues, two brightness levels). */
-function regionColour(key: number): Rgb {
+export function regionColour(key: number): Rgb {
   return hsv((key * 0.6180339887) % 1, 0.85, key % 2 ? 0.95 : 0.8);
 }
 

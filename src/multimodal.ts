@@ -23,6 +23,8 @@ import { ImageProcessor, type PreprocessorConfig } from './preprocess.js';
 import type { RgbImage } from './image.js';
 import type { PixelValues } from './generate-types.js';
 import type { VisionTower } from './vision.js';
+import { visualFeatures } from './anyres-features.js';
+import type { MergeSession } from '../merge/index.js';
 import type { Projector } from './projector.js';
 import { parseStrictJson } from '../weights/strict-json.js';
 
@@ -202,9 +204,17 @@ function projectTiles(vision: VisionTower, projector: Projector, pixels: Float32
   }
 }
 
-/** One image's packed features [tokens, D] (HF pack_image_features). */
-export function anyresImageFeatures(config: LlavaConfig, vision: VisionTower, projector: Projector, pixels: PixelValues, multiImage: boolean): tf.Tensor2D {
+/**
+ * One image's packed features [tokens, D] (HF pack_image_features). With an active merge session the
+ * tiles run as their own vision sequences under its hooks and are packed under its survivor layout
+ * (src/anyres-features.ts).
+ */
+export function anyresImageFeatures(config: LlavaConfig, vision: VisionTower, projector: Projector, pixels: PixelValues, multiImage: boolean, session?: MergeSession): tf.Tensor2D {
   checkAnyresPixels(config, pixels, multiImage);
+  if (session?.active) {
+    const size = multiImage ? null : requireImageSize(pixels);
+    return visualFeatures({ vision, projector }, config, 'image', { pixelValues: pixels.pixelValues, tiles: pixels.tiles ?? 1 }, size, session, multiImage).features;
+  }
   const projected = projectTiles(vision, projector, pixels.pixelValues, pixels.tiles ?? 1, config.vision.imageSize);
   try {
     if (multiImage) {
@@ -219,8 +229,8 @@ export function anyresImageFeatures(config: LlavaConfig, vision: VisionTower, pr
   }
 }
 
-/** One video's features [frames * pooled^2 + 1, D] (HF get_video_features + apply_pooling + one newline). */
-export function videoFeatures(config: LlavaConfig, vision: VisionTower, projector: Projector, frames: PixelValues[]): tf.Tensor2D {
+/** One video's features [frames * pooled^2 + 1, D] (HF get_video_features + apply_pooling + one newline); merged per frame with an active session. */
+export function videoFeatures(config: LlavaConfig, vision: VisionTower, projector: Projector, frames: PixelValues[], session?: MergeSession): tf.Tensor2D {
   const tile = config.vision.imageSize;
   if (frames.length === 0) throw new Error('a video needs at least one frame');
   const values = new Float32Array(frames.length * 3 * tile * tile);
@@ -230,6 +240,7 @@ export function videoFeatures(config: LlavaConfig, vision: VisionTower, projecto
     }
     values.set(f.pixelValues, i * 3 * tile * tile);
   });
+  if (session?.active) return visualFeatures({ vision, projector }, config, 'video', { pixelValues: values, tiles: frames.length }, null, session).features;
   const projected = projectTiles(vision, projector, values, frames.length, tile);
   try {
     return packVideoFeatures(config, projected, projector.imageNewline);

@@ -1,7 +1,7 @@
 // CLIP vision tower (HF CLIPVisionModel) or SigLIP vision tower (HF SiglipVisionModel: no CLS, no
 // pre-LN, patch conv with bias; same pre-norm encoder blocks) up to LLaVA's feature layer, one
 // image (tile) at a time, with token merging plugged in between the attention residual and the MLP
-// of chosen blocks (CLIP only for now).
+// of chosen blocks (with or without a CLS: the hook is told which).
 import * as tf from '@tensorflow/tfjs-core';
 import { ClipAttention, LayerNorm, PatchEmbedding, TwoLayerMlp } from '../layers/index.js';
 import type { ParallelMlp } from '../layers/parallel.js';
@@ -73,10 +73,16 @@ export class VisionTower {
     return this.positionEmbedding.shape[0];
   }
 
-  /** pixels [3, H, W] -> features [N', C] (CLS dropped with the 'default' strategy); each block does what the merge hook asks. */
+  /** The first token is a CLS (CLIP); SigLIP has none. A merge hook must be made with this (MergeSession.visionHook / TiledImage.tile). */
+  get clsToken(): boolean {
+    return this.classEmbedding !== null;
+  }
+
+  /**
+   * pixels [3, H, W] (one image, or one anyres tile) -> features [N', C] (CLS dropped with the
+   * 'default' strategy); each block does what the merge hook asks.
+   */
   forward(pixels: tf.Tensor3D, hook?: VisionHook): tf.Tensor2D {
-    // The vision merge rules take token 0 as the CLS; CLS-free towers need per-tile rules first.
-    if (hook && !this.classEmbedding) throw new Error('token merging in a vision tower without a CLS token (SigLIP) is not supported yet');
     let x = tf.tidy(() => {
       const patches = this.patchEmbedding.apply(pixels);
       const tokens = this.classEmbedding ? tf.concat([this.classEmbedding, patches], 0) : patches;

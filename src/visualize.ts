@@ -16,6 +16,7 @@ import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
 import { makeDirs } from './files.js';
 import { drawStage, upscale, type Rgb } from './merge-drawing.js';
+import { writeTileSources } from './visualize-tiles.js';
 import { loadImage, resolveModelMerge, visionLayersRun, type LlavaModel, type MergeConfig, type MergeOption, type MergeReport, type MergeStage, type RgbImage } from './index.js';
 
 /** Largest stage picture side drawn (px). */
@@ -103,6 +104,7 @@ export async function visualize(model: LlavaModel, options: VisualizeOptions): P
   const font = await loadFont(SANS_16_BLACK);
 
   const drawn = await mergeReport(model, rgb, prompt, config);
+  if (model.anyres) return visualizeTiles(model, options, { rgb, drawn, config, name, prompt, font });
   const stages = drawn.stages ?? [];
   if (stages.some((s) => !s.patchToToken)) throw new Error('visualize: the merge report has no patch -> token maps (source tracking failed)');
   const base = upscale(processed.resized, scale);
@@ -146,6 +148,36 @@ export async function visualize(model: LlavaModel, options: VisualizeOptions): P
   await drawPlot(counts, grid * grid, font).write(plotFile as `${string}.png`);
   files.push(plotFile);
   return { files, stages: pictures, overview, plot: plotFile, counts, stageSize: stagePictureSize(size, scale), config };
+}
+
+/**
+ * An anyres model (LLaVA-OneVision): the merge steps drawn on the original photo across its tiles
+ * (base-tile and grid-tile panels, src/visualize-tiles.ts), the steps side by side, and the count plot
+ * (image tokens of all tiles per vision layer, then of the packed span per decoder layer).
+ */
+async function visualizeTiles(model: LlavaModel, options: VisualizeOptions, d: { rgb: RgbImage; drawn: MergeReport; config: MergeConfig; name: string; prompt: string; font: Font }): Promise<VisualizeResult> {
+  const files = await writeTileSources(d.rgb, model.config, d.drawn, join(options.outDir, d.name));
+  const images = await Promise.all(files.map((f) => Jimp.read(f)));
+  const pictures: StagePicture[] = [{ stage: 'input', layer: -1, tokens: d.drawn.patches, regions: 0, dropped: 0, file: files[0] }];
+  (d.drawn.stages ?? []).forEach((s, i) => {
+    const map = s.patchToToken as Int32Array;
+    const sizes = new Map<number, number>();
+    map.forEach((t) => t >= 0 && sizes.set(t, (sizes.get(t) ?? 0) + 1));
+    const regions = [...sizes.values()].filter((n) => n > 1).length;
+    pictures.push({ stage: s.stage, layer: s.layer, tokens: s.tokens, regions, dropped: map.filter((t) => t < 0).length, file: files[i + 1] });
+  });
+  const overview = join(options.outDir, `${d.name}-overview.png`);
+  await strip(images as unknown as JimpImage[], 8).write(overview as `${string}.png`);
+  const plotConfigs = [...(options.plot ?? DEFAULT_PLOT)];
+  if (!plotConfigs.some((p) => p.name === d.name)) plotConfigs.push({ name: d.name, option: d.config });
+  const counts: CountSeries[] = [];
+  for (const p of plotConfigs) {
+    const report = p.option === d.config ? d.drawn : await mergeReport(model, d.rgb, d.prompt, resolveModelMerge(p.option, model.config));
+    counts.push(countSeries(p.name, report, visionLayersRun(model.config), model.config.text.numLayers));
+  }
+  const plot = join(options.outDir, 'token-counts.png');
+  await drawPlot(counts, d.drawn.patches, d.font).write(plot as `${string}.png`);
+  return { files: [...files, overview, plot], stages: pictures, overview, plot, counts, stageSize: { width: images[0].bitmap.width, height: images[0].bitmap.height }, config: d.config };
 }
 
 /** One generate step with the config: its merge report (prefill included, so the language stage runs). */

@@ -156,6 +156,5 @@ describe('LLaVA-OneVision end to end (fromPretrained, generate, chat) on tiny-ll
     const tiles = floats('image_a_pixel_values');
     await rejects(model.generate({ prompt: IMAGE_QUESTION, images: [{ pixelValues: tiles, height: 42, width: 42, tiles: 11 }], maxNewTokens: 1 }), /^anyres pixel values need imageSize/);
     await rejects(model.generate({ prompt: IMAGE_QUESTION, images: [{ pixelValues: tiles, height: 42, width: 42, tiles: 11, imageSize: { height: 300, width: 451 } }], maxNewTokens: 1 }), /^an image of 451x300 takes 1 \+ 4x6 tiles, got 11$/);
-    await rejects(model.generate({ prompt: IMAGE_QUESTION, images: [file('image_a.png')], merge: 'illava', maxNewTokens: 1 }), /token merging is not supported for llava_onevision yet/);
   });
 });

@@ -12,7 +12,7 @@ import { parseLlavaConfig, patchesPerImage, readLlavaConfig, type LlavaConfig } 
 import { PatchEmbedding } from '../layers/index.js';
 import type { LoadedModules } from '../src/load.js';
 import { KVCache } from '../layers/kv-cache.js';
-import type { VisionHook } from '../merge/index.js';
+import { MergeSession } from '../merge/index.js';
 import { maxAbsDiff, onevisionArray, relativeL2, topK, TINY_ONEVISION_DIR } from './helpers/fixture.js';
 import { disposeModules, loadOnevisionModules, onevisionFloats } from './helpers/onevision.js';
 
@@ -210,9 +210,12 @@ describe('LLaVA-OneVision modules on tiny-llava-onevision', function () {
     });
   }
 
-  it('refuses a merge hook on the CLS-free SigLIP tower instead of treating a patch as the CLS', () => {
+  it('the CLS-free SigLIP tower runs a merge hook made without a CLS: block 1 removing 5 leaves 4 of 9 tokens', () => {
+    const session = new MergeSession({ vision: { rule: 'illava', layers: [1], remove: 5 } });
     const tile = tf.zeros([3, TILE, TILE]) as tf.Tensor3D;
-    expect(() => modules.vision.forward(tile, { block: () => undefined } as unknown as VisionHook)).to.throw('token merging in a vision tower without a CLS token (SigLIP) is not supported yet');
-    tile.dispose();
+    expect(modules.vision.clsToken).to.equal(false);
+    const features = modules.vision.forward(tile, session.beginImage('image').tile(modules.vision.tokens, modules.vision.clsToken, modules.vision.numHeads));
+    expect(features.shape).to.deep.equal([4, 64]);
+    [tile, features].forEach((t) => t.dispose());
   });
 });
