@@ -27,6 +27,18 @@ export function regionColour(key: number): Rgb {
   return hsv((key * 0.6180339887) % 1, 0.85, key % 2 ? 0.95 : 0.8);
 }
 
+/** Per token of a patch -> token map (-1: dropped): how many patches it holds and its first patch (its colour key). */
+export function regionsOf(map: Int32Array): { sizeOf: Map<number, number>; firstPatch: Map<number, number> } {
+  const sizeOf = new Map<number, number>();
+  const firstPatch = new Map<number, number>();
+  map.forEach((t, p) => {
+    if (t < 0) return;
+    sizeOf.set(t, (sizeOf.get(t) ?? 0) + 1);
+    if (!firstPatch.has(t)) firstPatch.set(t, p);
+  });
+  return { sizeOf, firstPatch };
+}
+
 /** RGB image -> RGBA at an integer scale, nearest neighbour. */
 export function upscale(img: RgbImage, scale: number): Uint8Array {
   const W = img.width * scale;
@@ -52,13 +64,7 @@ export function upscale(img: RgbImage, scale: number): Uint8Array {
 export function drawStage(base: Uint8Array, side: number, grid: number, scale: number, map: Int32Array): { rgba: Uint8Array; regions: number; dropped: number } {
   const rgba = new Uint8Array(base);
   const cell = side / grid;
-  const sizeOf = new Map<number, number>();
-  const firstPatch = new Map<number, number>();
-  map.forEach((t, p) => {
-    if (t < 0) return;
-    sizeOf.set(t, (sizeOf.get(t) ?? 0) + 1);
-    if (!firstPatch.has(t)) firstPatch.set(t, p);
-  });
+  const { sizeOf, firstPatch } = regionsOf(map);
   const patchAt = (x: number, y: number) => Math.floor(y / cell) * grid + Math.floor(x / cell);
   for (let y = 0; y < side; y++) {
     for (let x = 0; x < side; x++) {

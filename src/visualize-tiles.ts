@@ -9,20 +9,14 @@
 import { Jimp, loadFont } from 'jimp';
 import { SANS_16_BLACK } from 'jimp/fonts';
 import { TileGeometry, type LlavaConfig, type MergeReport, type RgbImage } from './index.js';
-import { regionColour } from './merge-drawing.js';
+import { regionColour, regionsOf } from './merge-drawing.js';
 
 const TITLE_HEIGHT = 28;
 const GAP = 8;
 
 /** RGBA of one panel (outW x outH) of `photo`; patchAt(x, y) gives the patch (index into `map`) under a photo pixel. */
 function panel(photo: RgbImage, outW: number, outH: number, map: Int32Array, patchAt: (x: number, y: number) => number, tileBorder?: (x: number, y: number) => boolean): Uint8Array {
-  const sizeOf = new Map<number, number>();
-  const firstPatch = new Map<number, number>();
-  map.forEach((t, p) => {
-    if (t < 0) return;
-    sizeOf.set(t, (sizeOf.get(t) ?? 0) + 1);
-    if (!firstPatch.has(t)) firstPatch.set(t, p);
-  });
+  const { sizeOf, firstPatch } = regionsOf(map);
   const out = new Uint8Array(outW * outH * 4);
   for (let oy = 0; oy < outH; oy++) {
     const y = Math.floor((oy * photo.height) / outH);
