@@ -20,8 +20,10 @@ export interface VisionMergeConfig {
   recycleRatio?: number;
   /** illava-similarity: dropped tokens absorbed per recycling token (default 5). */
   neighbours?: number;
-  /** tome: add log(size) to the attention logits (ToMe's proportional attention; default true). */
+  /** tome, redundancy: add log(size) to the attention logits (ToMe's proportional attention; default true). */
   proportionalAttention?: boolean;
+  /** redundancy: removals are chosen among the ceil(pool x remove) least-attended tokens (default 2). */
+  pool?: number;
 }
 
 export interface LlmMergeConfig {
@@ -32,6 +34,8 @@ export interface LlmMergeConfig {
   keep: number;
   recycleRatio?: number;
   neighbours?: number;
+  /** redundancy: removals are chosen among the ceil(pool x removed) least-attended tokens (default 2). */
+  pool?: number;
 }
 
 export interface MergeConfig {
@@ -53,10 +57,10 @@ export interface ModelShape {
 /** LLaVA-1.5: CLIP ViT-L/14-336 (24 blocks, feature layer -2, 576 patches) + 32-layer LLaMA. */
 export const LLAVA15_SHAPE: Readonly<ModelShape> = { visionLayersRun: 23, patches: 576, llmLayers: 32 };
 
-export type MergePresetName = 'illava' | 'tome' | 'fastv' | 'none';
+export type MergePresetName = 'illava' | 'redundancy' | 'tome' | 'fastv' | 'none';
 /** What a merge setting is given as: a preset name (scaled to the model) or a full MergeConfig. */
 export type MergeOption = MergeConfig | MergePresetName;
-export const MERGE_PRESET_NAMES: readonly MergePresetName[] = ['illava', 'tome', 'fastv', 'none'];
+export const MERGE_PRESET_NAMES: readonly MergePresetName[] = ['illava', 'redundancy', 'tome', 'fastv', 'none'];
 
 const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v));
 
@@ -87,6 +91,7 @@ function llmLayer(num: number, llmLayers: number): number {
  * - tome, vision only: every block that runs (0 .. visionLayersRun-1) with a constant
  *   r = round(patches / (2 * visionLayersRun)) (576, 23 blocks: r = 13, 576 -> 277, i.e. about half);
  *   if that is 0, r = 1 on the first floor(patches / 2) blocks; r shrinks if a layer cannot merge r.
+ * - redundancy: iLLaVA's layers and counts (both stages), rule 'redundancy' (merge/redundancy.ts).
  * - fastv: LLM layer round(2/32 * llmLayers) clamped to [1, llmLayers - 1], keep 0.5.
  * - none: no merging.
  * A stage is 'none' when the model is too small for it (no encoder block runs; fewer than 2 LLM
@@ -110,6 +115,12 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
         config.vision = { rule: 'illava', layers, remove: Math.floor(patches / (2 * n)) };
       }
       if (!noLlm) config.llm = { rule: 'illava', layers: [llmLayer(8, llmLayers)], keep: 0.65 };
+      return config;
+    }
+    case 'redundancy': {
+      const config = presetConfig('illava', shape);
+      if (config.vision) config.vision.rule = 'redundancy';
+      if (config.llm) config.llm.rule = 'redundancy';
       return config;
     }
     case 'tome': {
@@ -155,7 +166,8 @@ function checkLayers(stage: string, layers: unknown): number[] {
   return layers as number[];
 }
 
-function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: number }): void {
+function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: number; pool?: number }): void {
+  if (c.pool !== undefined && !(typeof c.pool === 'number' && c.pool >= 1 && Number.isFinite(c.pool))) throw new Error(`${stage}: pool must be a number >= 1, got ${String(c.pool)}`);
   for (const k of ['recycleRatio', 'neighbours'] as const) {
     if (c[k] !== undefined && typeof c[k] !== 'number') throw new Error(`${stage}: ${k} must be a number, got ${typeof c[k]}`);
   }
@@ -208,8 +220,8 @@ export function validateMergeConfig(config: MergeConfig, shape: ModelShape): voi
   }
 }
 
-const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention'];
-const LLM_KEYS = ['rule', 'layers', 'keep', 'recycleRatio', 'neighbours'];
+const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention', 'pool'];
+const LLM_KEYS = ['rule', 'layers', 'keep', 'recycleRatio', 'neighbours', 'pool'];
 
 function checkObject(where: string, value: unknown, allowed: string[]): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`merge spec: ${where} must be an object`);
