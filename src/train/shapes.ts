@@ -179,8 +179,8 @@ export function column(item: ShapeItem): number {
   return Math.floor(item.cx / CELL);
 }
 
-/** All questions of a type that have a well-defined answer for this scene. */
-function candidates(scene: Scene, type: QuestionType, rng: () => number): Question[] {
+/** All questions of a type that have a well-defined answer for this scene (`rng`: exist's yes/no draw). */
+export function candidates(scene: Scene, type: QuestionType, rng: () => number): Question[] {
   const items = scene.items;
   const count = (f: (i: ShapeItem) => boolean) => items.filter(f).length;
   const out: Question[] = [];
