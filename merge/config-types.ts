@@ -19,8 +19,10 @@ export interface VisionMergeConfig {
   recycleRatio?: number;
   /** illava-similarity: dropped tokens absorbed per recycling token (default 5). */
   neighbours?: number;
-  /** tome: add log(size) to the attention logits (ToMe's proportional attention; default true). */
+  /** tome, redundancy: add log(size) to the attention logits (ToMe's proportional attention; default true). */
   proportionalAttention?: boolean;
+  /** redundancy: removals are chosen among the ceil(pool x remove) least-attended tokens (default 2). */
+  pool?: number;
   /**
    * Anyres models only (LLaVA-OneVision): how a tile's survivors are laid out for the packing
    * (unpadding, image_newline per row, the anyres_max downscale, video pooling).
@@ -44,6 +46,8 @@ export interface LlmMergeConfig {
   keep: number;
   recycleRatio?: number;
   neighbours?: number;
+  /** redundancy: removals are chosen among the ceil(pool x removed) least-attended tokens (default 2). */
+  pool?: number;
 }
 
 export interface MergeConfig {

@@ -16,10 +16,10 @@ import { LLAVA15_SHAPE, LLM_RULES, TILE_LAYOUTS, VISION_RULES, type LlmMergeConf
  */
 export const ONEVISION_SHAPE: Readonly<ModelShape> = { visionLayersRun: 26, patches: 729, llmLayers: 28, clsToken: false, anyres: true, reference: 'onevision' };
 
-export type MergePresetName = 'illava' | 'tome' | 'fastv' | 'none';
+export type MergePresetName = 'illava' | 'redundancy' | 'tome' | 'fastv' | 'none';
 /** What a merge setting is given as: a preset name (scaled to the model) or a full MergeConfig. */
 export type MergeOption = MergeConfig | MergePresetName;
-export const MERGE_PRESET_NAMES: readonly MergePresetName[] = ['illava', 'tome', 'fastv', 'none'];
+export const MERGE_PRESET_NAMES: readonly MergePresetName[] = ['illava', 'redundancy', 'tome', 'fastv', 'none'];
 
 const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v));
 
@@ -50,6 +50,7 @@ function llmLayer(num: number, llmLayers: number): number {
  * - tome, vision only: every block that runs (0 .. visionLayersRun-1) with a constant
  *   r = round(patches / (2 * visionLayersRun)) (576, 23 blocks: r = 13, 576 -> 277, i.e. about half);
  *   if that is 0, r = 1 on the first floor(patches / 2) blocks; r shrinks if a layer cannot merge r.
+ * - redundancy: iLLaVA's layers and counts (both stages), rule 'redundancy' (merge/redundancy.ts).
  * - fastv: LLM layer round(2/32 * llmLayers) clamped to [1, llmLayers - 1], keep 0.5.
  * - none: no merging.
  * A stage is 'none' when the model is too small for it (no encoder block runs; fewer than 2 LLM
@@ -62,7 +63,13 @@ function llmLayer(num: number, llmLayers: number): number {
  * 4 blocks of 80; squareTome).
  */
 export function presetConfig(name: MergePresetName, shape: ModelShape): MergeConfig {
-  if (shape.reference === 'onevision' && (MERGE_PRESET_NAMES as readonly string[]).includes(name)) return onevisionPreset(name, shape);
+  if (name === 'redundancy') {
+    // iLLaVA's stages (and video stages) and counts with our rule in each.
+    const config = presetConfig('illava', shape);
+    for (const stage of [config.vision, config.llm, config.video?.vision, config.video?.llm]) if (stage) stage.rule = 'redundancy';
+    return config;
+  }
+  if (shape.reference === 'onevision') return onevisionPreset(name, shape);
   const { visionLayersRun: run, patches, llmLayers } = shape;
   const noLlm = llmLayers < 2;
   switch (name) {
@@ -132,7 +139,8 @@ function checkLayers(stage: string, layers: unknown): number[] {
   return layers as number[];
 }
 
-function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: number }): void {
+function checkRecycle(stage: string, c: { recycleRatio?: number; neighbours?: number; pool?: number }): void {
+  if (c.pool !== undefined && !(typeof c.pool === 'number' && c.pool >= 1 && Number.isFinite(c.pool))) throw new Error(`${stage}: pool must be a number >= 1, got ${String(c.pool)}`);
   for (const k of ['recycleRatio', 'neighbours'] as const) {
     if (c[k] !== undefined && typeof c[k] !== 'number') throw new Error(`${stage}: ${k} must be a number, got ${typeof c[k]}`);
   }
@@ -213,8 +221,8 @@ export function validateMergeConfig(config: MergeConfig, shape: ModelShape): voi
   }
 }
 
-const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention', 'layout'];
-const LLM_KEYS = ['rule', 'layers', 'keep', 'recycleRatio', 'neighbours'];
+const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention', 'pool', 'layout'];
+const LLM_KEYS = ['rule', 'layers', 'keep', 'recycleRatio', 'neighbours', 'pool'];
 
 function checkObject(where: string, value: unknown, allowed: string[]): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`merge spec: ${where} must be an object`);
@@ -277,6 +285,7 @@ function parseVisionSpec(where: string, value: unknown): VisionMergeConfig {
     ...(v.recycleRatio !== undefined && { recycleRatio: specNumber(`${where}.recycleRatio`, v.recycleRatio) }),
     ...(v.neighbours !== undefined && { neighbours: specNumber(`${where}.neighbours`, v.neighbours) }),
     ...(v.proportionalAttention !== undefined && { proportionalAttention: v.proportionalAttention as boolean }),
+    ...(v.pool !== undefined && { pool: specNumber(`${where}.pool`, v.pool) }),
     ...(v.layout !== undefined && { layout: v.layout as TileLayout }),
   };
 }
@@ -292,5 +301,6 @@ function parseLlmSpec(where: string, value: unknown): LlmMergeConfig {
     keep: specNumber(`${where}.keep`, m.keep ?? 1),
     ...(m.recycleRatio !== undefined && { recycleRatio: specNumber(`${where}.recycleRatio`, m.recycleRatio) }),
     ...(m.neighbours !== undefined && { neighbours: specNumber(`${where}.neighbours`, m.neighbours) }),
+    ...(m.pool !== undefined && { pool: specNumber(`${where}.pool`, m.pool) }),
   };
 }

@@ -1,4 +1,4 @@
-// Public API of illava/merge: training-free visual-token merging (iLLaVA, ToMe, FastV).
+// Public API of illava/merge: training-free visual-token merging (iLLaVA, ToMe, FastV, and our attention-gated redundancy rule).
 // Depends on @tensorflow/tfjs-core only. Rules return plans (plan.ts); TokenState applies them;
 // MergeSession gives the model its two hooks; rules.ts is where rules are registered.
 export {
@@ -21,6 +21,10 @@ export {
   illavaVisionSimilarity, illavaLanguageSimilarity,
   type IllavaVisionSimilarityInput, type IllavaVisionSimilarityResult, type IllavaLanguageSimilarityInput, type IllavaLanguageSimilarityResult,
 } from './illava-similarity.js';
+export {
+  cosineMatrix, redundancyLanguage, redundancyVision, redundantMerge,
+  type RedundancyLanguageInput, type RedundancyLanguageResult, type RedundancyOptions, type RedundancySelection, type RedundancyVisionInput, type RedundancyVisionResult, type RedundantMatch,
+} from './redundancy.js';
 export { tomeBipartite, proportionalAttentionBias, type TomeInput, type TomeMatch, type TomeResult } from './tome.js';
 export {
   LLAVA15_SHAPE, LLM_RULES, MERGE_PRESET_NAMES, ONEVISION_SHAPE, TILE_LAYOUTS, VISION_RULES,

@@ -10,6 +10,7 @@ import { illavaLanguageSimilarity, illavaVisionSimilarity } from './illava-simil
 import { illavaVision } from './illava-vision.js';
 import type { MergePlan } from './plan.js';
 import type { Span } from './token-state.js';
+import { redundancyLanguage, redundancyVision } from './redundancy.js';
 import { proportionalAttentionBias, tomeBipartite } from './tome.js';
 
 /** What an encoder block hands a vision rule (after the attention residual). Nothing is disposed. */
@@ -32,11 +33,12 @@ export interface VisionStep {
   recycleRatio?: number;
   neighbours?: number;
   proportionalAttention?: boolean;
+  pool?: number;
 }
 
 export interface VisionRuleEntry {
-  /** What the block must compute for the rule: attention probabilities or keys. */
-  uses: 'attn' | 'keys';
+  /** What the block must compute for the rule: attention probabilities, keys, or both. */
+  uses: 'attn' | 'keys' | 'attn+keys';
   /** Most tokens one merge layer can remove when `left` patches are there (config validation). */
   maxRemove(left: number): number;
   /** Bias over the keys of the blocks after a merge, from the sizes (ToMe's proportional attention:
@@ -59,6 +61,7 @@ export interface LlmStep {
   keep: number;
   recycleRatio?: number;
   neighbours?: number;
+  pool?: number;
 }
 
 export interface LlmRuleEntry {
@@ -71,6 +74,11 @@ function need<T>(value: T | undefined, rule: string, what: string): T {
 }
 
 const ATTN = 'the attention probabilities [H, N, N]';
+/** ToMe's matching metric: the keys [N, H * Dh] averaged over heads -> [N, Dh]. Caller disposes. */
+function headMeanKeys(keys: tf.Tensor2D, numHeads: number): tf.Tensor2D {
+  return tf.tidy(() => tf.mean(tf.reshape(keys, [keys.shape[0], numHeads, -1]), 1) as tf.Tensor2D);
+}
+
 const recycling = (s: { recycleRatio?: number; neighbours?: number }) => ({ recycleRatio: s.recycleRatio, neighbours: s.neighbours });
 
 export const VISION_RULE_ENTRIES = {
@@ -90,7 +98,7 @@ export const VISION_RULE_ENTRIES = {
     keyBias: (sizes) => proportionalAttentionBias(sizes),
     plan: (s, i) => {
       const keys = need(i.keys, 'tome', 'keys [N, heads * headDim]');
-      const metric = tf.tidy(() => tf.mean(tf.reshape(keys, [keys.shape[0], i.numHeads, -1]), 1) as tf.Tensor2D);
+      const metric = headMeanKeys(keys, i.numHeads);
       try {
         return tomeBipartite({ metric, size: i.sizes ?? undefined, remove: s.remove, clsToken: i.clsToken }).plan;
       } finally {
@@ -103,6 +111,20 @@ export const VISION_RULE_ENTRIES = {
     maxRemove: (left) => left - 1,
     plan: (s, i) => illavaVisionPrune({ attn: need(i.attn, 'illava-prune', ATTN), remove: s.remove, clsToken: i.clsToken }).plan,
   },
+  // ours (merge/redundancy.ts): removes tokens that are little attended AND redundant, size-weighted recycling
+  redundancy: {
+    uses: 'attn+keys',
+    maxRemove: (left) => left - 1,
+    keyBias: (sizes) => proportionalAttentionBias(sizes),
+    plan: (s, i) => {
+      const metric = headMeanKeys(need(i.keys, 'redundancy', 'keys [N, heads * headDim]'), i.numHeads);
+      try {
+        return redundancyVision({ attn: need(i.attn, 'redundancy', ATTN), metric, sizes: i.sizes, remove: s.remove, clsToken: i.clsToken, pool: s.pool }).plan;
+      } finally {
+        metric.dispose();
+      }
+    },
+  },
 } satisfies Record<string, VisionRuleEntry>;
 
 export const LLM_RULE_ENTRIES = {
@@ -110,4 +132,5 @@ export const LLM_RULE_ENTRIES = {
   'illava-similarity': { plan: (s, i) => illavaLanguageSimilarity({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep, keys: i.hidden, ...recycling(s) }).plan },
   fastv: { plan: (s, i) => fastvPrune({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep }).plan },
   'illava-prune': { plan: (s, i) => illavaLanguagePrune({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep }).plan },
+  redundancy: { plan: (s, i) => redundancyLanguage({ lastRowAttn: i.lastRowAttn, spans: i.spans, keep: s.keep, keys: i.hidden, pool: s.pool }).plan },
 } satisfies Record<string, LlmRuleEntry>;

@@ -92,8 +92,8 @@ class VisionPass implements VisionHook {
     const biased = v !== null && v.entry.keyBias !== undefined && v.config.proportionalAttention !== false;
     return {
       merge,
-      attn: merge && v.entry.uses === 'attn',
-      keys: merge && v.entry.uses === 'keys',
+      attn: merge && (v.entry.uses === 'attn' || v.entry.uses === 'attn+keys'),
+      keys: merge && (v.entry.uses === 'keys' || v.entry.uses === 'attn+keys'),
       sizeBias: biased && v.config.layers.some((l) => l < layer),
     };
   }

@@ -11,6 +11,19 @@
 //        --decay-steps 4200 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
 //      then, resuming (same --ckpt), --threads 2 --images 16 --turns 6 --decay-steps 4800 until
 //      step 4551 (the best validation, 95.0%, at step 4400 is the shipped model)
+// The CLIP-style model (models/shapes-clip, issue 14; task v4 = the four types + count + relation):
+//   1. contrastive pretraining of the whole vision tower against a small text encoder over the
+//      scene captions (src/train/contrastive.ts), no per-patch target:
+//      node dist/scripts/train.js --mode clip --ckpt checkpoints/clip --out checkpoints/clip-files \
+//        --images 32 --lr 0.001 --warmup 30 --decay-steps 500 --val-every 50 --minutes 14
+//      (then the same command once more with --minutes 10: it resumes; 343 steps in all)
+//   2. projector + decoder on the frozen tower, as for the default model, from the tower only:
+//      node dist/scripts/train.js --ckpt checkpoints/clip-joint --out checkpoints/shapes-clip \
+//        --init checkpoints/clip/model.safetensors --init-part tower --types colour,shape,count,where,exist,relation \
+//        --qk-std 0.05 --images 8 --turns 4 --lr 0.001 --warmup 50 --decay-steps 2500 --curriculum 1:150,2:300 \
+//        --val-every 100 --val-size 300 --minutes 63
+//   (bench/eval/README.md has the measured times and curves; it stayed far below the 93 % needed
+//   to ship it as models/shapes-clip)
 // --threads 2 (the default) splits each step's images with a gradient worker thread on the other
 // core (src/train/data-parallel.ts). Run with `nice -n 19` on a shared machine.
 // Progress: one line per --log-every steps (loss, steps/s, examples seen), validation accuracy
@@ -35,6 +48,7 @@ import { trainedVariables, type BatchSpec, type StepOptions } from '../src/train
 import { writeSafetensors } from '../src/train/safetensors-write.js';
 import { SafetensorsFile } from '../weights/safetensors.js';
 import { registerAllGradients } from '../src/train/gradients.js';
+import { makeCaptionBatch, retrievalHits } from '../src/train/contrastive.js';
 
 const args = scriptArgs('train', USAGE, {
     minutes: { type: 'string', default: '45' },
@@ -61,6 +75,9 @@ const args = scriptArgs('train', USAGE, {
     mode: { type: 'string', default: 'joint' },
     // initial image-path weights (a --mode vision model.safetensors) when the checkpoint folder has no state yet
     init: { type: 'string' },
+    // what --init imports: 'image-path' (vision tower, projector, final norm, lm_head: a --mode vision
+    // model) or 'tower' (the vision tower only: a --mode clip checkpoint)
+    'init-part': { type: 'string', default: 'image-path' },
     // curriculum: "1:700,2:1100" = at most 1 shape per training image before step 700, 2 before 1100, then 4
     curriculum: { type: 'string', default: '' },
     // weight of the dense auxiliary loss: at each image token, predict the colour and shape of the
@@ -77,11 +94,11 @@ const args = scriptArgs('train', USAGE, {
 });
 const num = (k: keyof typeof args) => Number(args[k]);
 
-async function validate(model: TrainableLlava, ctx: BatchContext, size: number, group: number): Promise<{ acc: number; byType: Record<string, string> }> {
+async function validate(model: TrainableLlava, ctx: BatchContext, size: number, group: number, types: readonly QuestionType[]): Promise<{ acc: number; byType: Record<string, string> }> {
   const per: Record<string, [number, number]> = {};
   let right = 0;
   for (let start = 0; start < size; start += 16) {
-    const batch = makeBatch(ctx, 'val', start, Math.min(16, size - start), 1);
+    const batch = makeBatch(ctx, 'val', start, Math.min(16, size - start), 1, 4, 1, types);
     const pred = predictAnswers(model, batch, group);
     pred.forEach((p, i) => {
       const ok = p === batch.answerId[i];
@@ -102,9 +119,12 @@ async function main(): Promise<void> {
   mkdirSync(ckpt, { recursive: true });
   writeModelFiles(out, SHAPES_MODEL);
   const ctx: BatchContext = { shape: SHAPES_MODEL, processor: await ImageProcessor.fromFile(out), tokenizer: await LlavaTokenizer.fromDir(out) };
-  const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std') });
+  if (!['vision', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, joint or clip, got '${args.mode}'`);
+  if (out === resolve('models/default')) throw new Error('--out models/default would overwrite the shipped model: give another --out');
+  const clipMode = args.mode === 'clip';
+  const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std'), contrastive: clipMode });
   const visionMode = args.mode === 'vision';
-  const stepOptions: StepOptions = { mode: visionMode ? 'vision' : 'joint', aux: num('aux'), group: num('group') };
+  const stepOptions: StepOptions = { mode: args.mode as StepOptions['mode'], aux: num('aux'), group: num('group') };
   const vars = trainedVariables(model, stepOptions.mode);
   const threads = num('threads');
   if (threads !== 1 && threads !== 2) throw new Error(`--threads must be 1 or 2, got ${args.threads}`);
@@ -114,10 +134,12 @@ async function main(): Promise<void> {
   let state = { step: 0, best: 0, lossEma: 0, seconds: 0 };
   if (!existsSync(statePath) && args.init) {
     const weights = SafetensorsFile.open(resolve(args.init));
-    // the image path only (vision tower, projector, final norm, lm_head): what --mode vision trains
-    model.importTensors((n) => (weights.entry(n) ? weights.readFloat32(n) : undefined), new Set(model.imagePathVariables()));
+    // the image path (vision tower, projector, final norm, lm_head: what --mode vision trains) or the tower only (--mode clip)
+    const part = args['init-part'];
+    if (part !== 'image-path' && part !== 'tower') throw new Error(`--init-part must be image-path or tower, got '${part}'`);
+    model.importTensors((n) => (weights.entry(n) ? weights.readFloat32(n) : undefined), new Set(part === 'tower' ? model.towerVariables() : model.imagePathVariables()));
     weights.close();
-    console.log(`image path initialised from ${args.init}`);
+    console.log(`${part} initialised from ${args.init}`);
   }
   if (existsSync(statePath)) {
     state = JSON.parse(readFileSync(statePath, 'utf8'));
@@ -177,7 +199,19 @@ async function main(): Promise<void> {
       windowSteps = 0;
     }
     if (state.step % num('save-every') === 0) await saveCheckpoint();
-    if (state.step % num('val-every') === 0 && visionMode) {
+    if (state.step % num('val-every') === 0 && clipMode) {
+      // top-1 retrieval within batches of 32 validation images (chance 1/32)
+      let i2t = 0;
+      let t2i = 0;
+      for (let start = 0; start < 128; start += 32) {
+        const hits = retrievalHits(model, makeCaptionBatch(ctx, 'val', start, 32), group);
+        i2t += hits.imageToText;
+        t2i += hits.textToImage;
+      }
+      const scale = Math.exp(model.w('contrastive.logit_scale').dataSync()[0]);
+      console.log(`contrastive validation @ ${state.step}: image->caption ${i2t}/128, caption->image ${t2i}/128 (in batches of 32), logit scale ${scale.toFixed(1)}`);
+      await saveCheckpoint();
+    } else if (state.step % num('val-every') === 0 && visionMode) {
       const b = makeBatch(ctx, 'val', 0, 32, 1);
       const logits = tf.tidy(() => model.imageTokenLogits(b.patches, b.numImages, group).arraySync());
       // per attribute: is the target the most likely word of its kind (colour, shape, quadrant)?
@@ -194,7 +228,7 @@ async function main(): Promise<void> {
       console.log(`vision validation @ ${state.step}: shape patches (colour/shape/quadrant) ${hits.join('/')} of ${total}, background ${bg}/${bgTotal}`);
       await saveCheckpoint();
     } else if (state.step % num('val-every') === 0) {
-      const val = await validate(model, ctx, num('val-size'), group);
+      const val = await validate(model, ctx, num('val-size'), group, types);
       console.log(`validation @ ${state.step}: accuracy ${val.acc.toFixed(3)} ${JSON.stringify(val.byType)}`);
       if (val.acc > state.best) {
         state.best = val.acc;

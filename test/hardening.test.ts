@@ -288,7 +288,7 @@ describe('hardening: merge functions and merge configs name the mistake', () => 
       [{ vision: { rule: 'illava', layers: [5], remove: 8, recycleRatio: NaN } }, /recycleRatio must be in \[0, 1\], got NaN/],
       [{ llm: { rule: 'fastv', layers: [2], keep: '0.5' } }, /llm: keep must be a ratio in \(0, 1\], got string/],
       [{ vision: { rule: 'tome', layers: [0], remove: 8, proportionalAttention: 'yes' } }, /proportionalAttention must be a boolean, got string/],
-      [42, /merge must be a preset name \(illava, tome, fastv, none\) or a MergeConfig object, got number/],
+      [42, /merge must be a preset name \(illava, redundancy, tome, fastv, none\) or a MergeConfig object, got number/],
       [{ vision: { rule: 'tome', layers: [0], remove: Infinity } }, /remove must be an integer >= 0, got Infinity/],
       [{ llm: { rule: 'fastv', layers: [2], keep: 0.5, neighbours: 1.5 } }, /neighbours must be an integer >= 1, got 1.5/],
       [{ visoin: {} }, /unknown field 'visoin'/],

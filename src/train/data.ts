@@ -4,17 +4,18 @@
 import { buildLlavaPrompt } from '../chat.js';
 import type { ImageProcessor } from '../preprocess.js';
 import type { LlavaTokenizer } from '../tokenizer.js';
-import { patchOwners, QUADRANTS, QUESTION_TYPES, sceneWithQuestions, type Question, type QuestionType, type Scene, type Split } from './shapes.js';
+import { longestQuestion, patchOwners, QUADRANTS, QUESTION_TYPES, sceneWithQuestions, type Question, type QuestionType, type Scene, type Split } from './shapes.js';
 import { unfoldPatches, type TinyLlavaShape, type TrainBatch } from './model.js';
 
-/** Suffix ids after <image> for one turn: question, "ASSISTANT:", answer (longest question: 7 words). */
+/** Suffix ids after <image> for one turn: question, "ASSISTANT:", answer (task v3's longest question: 7 words). */
 export const SUFFIX_LENGTH = 10;
 /** Extra suffix ids per further turn: EOS, "USER:", question, "ASSISTANT:", answer. */
 export const TURN_LENGTH = 13;
 
-/** Suffix length of a batch with `turns` questions per sequence. */
-export function suffixLength(turns: number): number {
-  return SUFFIX_LENGTH + TURN_LENGTH * (turns - 1);
+/** Suffix length of a batch with `turns` questions per sequence of these types (longer with 'relation'). */
+export function suffixLength(turns: number, types: readonly QuestionType[] = QUESTION_TYPES): number {
+  const extra = longestQuestion(types) - longestQuestion(QUESTION_TYPES);
+  return SUFFIX_LENGTH + extra + (TURN_LENGTH + extra) * (turns - 1);
 }
 
 export interface LabelledBatch extends TrainBatch {
@@ -70,7 +71,7 @@ export function makeBatch(ctx: BatchContext, split: Split, start: number, numIma
   const v = ctx.shape.vision;
   const N = (v.imageSize / v.patchSize) ** 2;
   const k = 3 * v.patchSize * v.patchSize;
-  const S = suffixLength(turns);
+  const S = suffixLength(turns, types);
   const patches = new Float32Array(numImages * N * k);
   const textIds = new Int32Array(numImages * perImage * (3 + S)).fill(ctx.shape.padId);
   const batch: Omit<LabelledBatch, keyof TrainBatch | 'eosId' | 'noId'> = { answerSeq: [], answerRow: [], answerId: [], questions: [], scenes: [], patchTargets: [] };

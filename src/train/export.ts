@@ -1,7 +1,7 @@
 // Writes a trained TrainableLlava as a Hugging Face LLaVA folder that LlavaModel.fromPretrained loads.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { configJson, type TrainableLlava, type TinyLlavaShape } from './model.js';
+import { configJson, CONTRASTIVE_PREFIX, type TrainableLlava, type TinyLlavaShape } from './model.js';
 import { writeSafetensors } from './safetensors-write.js';
 import { SPECIAL_TOKENS_MAP, tokenizerConfigJson, tokenizerJson, BOS_ID, EOS_ID, PAD_ID, IMAGE_ID, vocabulary } from './vocab.js';
 
@@ -45,7 +45,9 @@ export function writeModelFiles(dir: string, shape: TinyLlavaShape): void {
   json(join(dir, 'generation_config.json'), { bos_token_id: shape.bosId, eos_token_id: shape.eosId, pad_token_id: shape.padId });
 }
 
+/** A LLaVA folder; the contrastive pretraining's training-only weights (text encoder) are left out. */
 export function writeModelFolder(dir: string, model: TrainableLlava, metadata: Record<string, string> = {}): void {
   writeModelFiles(dir, model.shape);
-  writeSafetensors(join(dir, 'model.safetensors'), model.exportTensors(), 'F32', { format: 'pt', ...metadata });
+  const tensors = model.exportTensors().filter((t) => !t.name.startsWith(CONTRASTIVE_PREFIX));
+  writeSafetensors(join(dir, 'model.safetensors'), tensors, 'F32', { format: 'pt', ...metadata });
 }

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   if (!(await tf.setBackend('wasm'))) throw new Error('worker: the wasm backend failed to initialise');
   await registerAllGradients();
-  const model = new TrainableLlava(init.shape, 0);
+  const model = new TrainableLlava(init.shape, 0, { contrastive: init.step.mode === 'clip' });
   const vars = trainedVariables(model, init.step.mode);
   const all = [...model.params.values()];
   const ctx = { shape: init.shape, processor: await ImageProcessor.fromFile(init.filesDir), tokenizer: await LlavaTokenizer.fromDir(init.filesDir) };

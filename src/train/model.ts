@@ -29,6 +29,11 @@ export interface TinyLlavaShape {
 }
 
 const { vision: V, projector: P, language: L } = CANONICAL_PREFIX;
+
+/** Name prefix of the contrastive pretraining's training-only weights (text encoder, projections). */
+export const CONTRASTIVE_PREFIX = 'contrastive.';
+/** The CLIP-style pretraining's text encoder: a pre-LN transformer over caption words + a CLS. */
+export const CONTRASTIVE = { width: 64, layers: 2, heads: 2, maxWords: 20, embed: 64 } as const;
 const EPS = 1e-5;
 
 type Layout = 'linear' | 'conv' | 'plain';
@@ -126,11 +131,14 @@ export class TrainableLlava {
   /**
    * @param init.decoderQkStd std of the decoder's q/k projections at init (default 0.02, as the
    *   other linears; larger values start attention less uniform)
+   * @param init.contrastive add the training-only text encoder and projections of the CLIP-style
+   *   pretraining (names CONTRASTIVE_PREFIX..., src/train/contrastive.ts), created after every
+   *   other weight so the rest initialises exactly as without them; never written to a model folder
    */
   constructor(
     readonly shape: TinyLlavaShape,
     seed = 0,
-    init: { decoderQkStd?: number } = {},
+    init: { decoderQkStd?: number; contrastive?: boolean } = {},
   ) {
     const rng = seedrandom(`illava-init/${seed}`);
     const normal = (n: number, std: number) => {
@@ -195,6 +203,27 @@ export class TrainableLlava {
     }
     norm(`${L}norm`, D, false);
     linear('language_model.lm_head', D, t.vocab, false);
+    if (init.contrastive) {
+      const c = CONTRASTIVE;
+      const X = CONTRASTIVE_PREFIX;
+      add(`${X}text.embed.weight`, [t.vocab, c.width], normal(t.vocab * c.width, 0.02), 'plain', [t.vocab, c.width]);
+      add(`${X}text.position.weight`, [c.maxWords + 1, c.width], normal((c.maxWords + 1) * c.width, 0.02), 'plain', [c.maxWords + 1, c.width]);
+      add(`${X}text.cls`, [c.width], normal(c.width, 0.02), 'plain', [c.width]);
+      for (let i = 0; i < c.layers; i++) {
+        const pre = `${X}text.layers.${i}.`;
+        norm(`${pre}ln1`, c.width, true);
+        for (const n of ['q', 'k', 'v']) linear(`${pre}${n}`, c.width, c.width, true);
+        linear(`${pre}out`, c.width, c.width, true, 0.02 / Math.sqrt(2 * c.layers));
+        norm(`${pre}ln2`, c.width, true);
+        linear(`${pre}fc1`, c.width, 4 * c.width, true);
+        linear(`${pre}fc2`, 4 * c.width, c.width, true, 0.02 / Math.sqrt(2 * c.layers));
+      }
+      norm(`${X}text.final_ln`, c.width, true);
+      linear(`${X}text.projection`, c.width, c.embed, false);
+      linear(`${X}visual.projection`, C, c.embed, false);
+      // CLIP's learnable temperature, log(1 / 0.07)
+      add(`${X}logit_scale`, [1], Float32Array.of(Math.log(1 / 0.07)), 'plain', [1]);
+    }
     this.rotary = new RotaryEmbedding(D / t.heads, 10000);
   }
 
@@ -210,18 +239,21 @@ export class TrainableLlava {
       .map(([, v]) => v);
   }
 
-  private w(name: string): tf.Tensor {
+  /** The parameter `name` (throws when there is none). */
+  w(name: string): tf.Tensor {
     const v = this.params.get(name);
     if (!v) throw new Error(`no parameter ${name}`);
     return v;
   }
 
-  private linear(x: tf.Tensor2D, name: string, bias: boolean): tf.Tensor2D {
+  /** x @ W (+ b) of the parameter `name`.weight / .bias. */
+  linear(x: tf.Tensor2D, name: string, bias: boolean): tf.Tensor2D {
     const y = mm(x, this.w(`${name}.weight`) as tf.Tensor2D);
     return bias ? tf.add(y, this.w(`${name}.bias`)) : y;
   }
 
-  private layerNorm(x: tf.Tensor2D, name: string): tf.Tensor2D {
+  /** LayerNorm with the parameters `name`.weight / .bias. */
+  layerNorm(x: tf.Tensor2D, name: string): tf.Tensor2D {
     const mean = tf.mean(x, -1, true);
     const c = tf.sub(x, mean);
     const variance = tf.mean(tf.square(c), -1, true);
@@ -237,7 +269,7 @@ export class TrainableLlava {
    * Attention over `numSeq` sequences of length `len` (rows of q/k/v: sequence-major), per head,
    * in groups of `group` sequences with the additive mask [group*len, group*len].
    */
-  private attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, numSeq: number, len: number, heads: number, group: number, mask: tf.Tensor2D): tf.Tensor2D {
+  attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, numSeq: number, len: number, heads: number, group: number, mask: tf.Tensor2D): tf.Tensor2D {
     const width = q.shape[1];
     const d = width / heads;
     const nG = numSeq / group;
@@ -250,8 +282,11 @@ export class TrainableLlava {
     return tf.reshape(tf.transpose(tf.reshape(tf.concat(outs, 0), [nG, heads, GL, d]), [0, 2, 1, 3]), [numSeq * len, width]);
   }
 
-  /** [numImages * N, 3pp] patches -> projected image features [numImages * N, D]. */
-  imageFeatures(patches: tf.Tensor2D, numImages: number, group: number): tf.Tensor2D {
+  /**
+   * The vision tower's tokens [numImages * (N + 1), C] (CLS first in each image) after the first
+   * `layers` encoder blocks.
+   */
+  towerTokens(patches: tf.Tensor2D, numImages: number, group: number, layers: number): tf.Tensor2D {
     const v = this.shape.vision;
     const C = v.hidden;
     const N = (v.imageSize / v.patchSize) ** 2;
@@ -262,7 +297,7 @@ export class TrainableLlava {
     let x = this.layerNorm(tf.reshape(tokens, [numImages * T, C]) as tf.Tensor2D, `${V}pre_layrnorm`);
     const g = gcd(numImages, group);
     const mask = blockMask(g, T, false);
-    for (let i = 0; i < visionLayersRun(this.shape); i++) {
+    for (let i = 0; i < layers; i++) {
       const pre = `${V}encoder.layers.${i}.`;
       const h = this.layerNorm(x, `${pre}layer_norm1`);
       const q = this.linear(h, `${pre}self_attn.q_proj`, true);
@@ -274,6 +309,29 @@ export class TrainableLlava {
       const act = tf.mul(a, tf.sigmoid(tf.mul(a, 1.702))) as tf.Tensor2D;
       x = tf.add(x, this.linear(act, `${pre}mlp.fc2`, true));
     }
+    return x;
+  }
+
+  /**
+   * CLIP's image embedding before the projection, [numImages, C]: the CLS token after ALL encoder
+   * blocks (the last one too, which LLaVA's feature layer -2 skips) and post_layernorm. Used by
+   * the contrastive pretraining (src/train/contrastive.ts); the LLaVA forward never calls it.
+   */
+  clsEmbedding(patches: tf.Tensor2D, numImages: number, group: number): tf.Tensor2D {
+    const v = this.shape.vision;
+    const T = (v.imageSize / v.patchSize) ** 2 + 1;
+    const x = this.towerTokens(patches, numImages, group, v.layers);
+    const cls = tf.reshape(tf.slice(tf.reshape(x, [numImages, T, v.hidden]), [0, 0, 0], [-1, 1, -1]), [numImages, v.hidden]) as tf.Tensor2D;
+    return this.layerNorm(cls, `${V}post_layernorm`);
+  }
+
+  /** [numImages * N, 3pp] patches -> projected image features [numImages * N, D]. */
+  imageFeatures(patches: tf.Tensor2D, numImages: number, group: number): tf.Tensor2D {
+    const v = this.shape.vision;
+    const C = v.hidden;
+    const N = (v.imageSize / v.patchSize) ** 2;
+    const T = N + 1;
+    const x = this.towerTokens(patches, numImages, group, visionLayersRun(this.shape));
     const features = tf.reshape(tf.slice(tf.reshape(x, [numImages, T, C]), [0, 1, 0], [-1, -1, -1]), [numImages * N, C]) as tf.Tensor2D;
     const p1 = this.linear(features as tf.Tensor2D, `${P}linear_1`, true);
     const gelu = tf.mul(tf.mul(p1, 0.5), tf.add(1, tf.erf(tf.mul(p1, Math.SQRT1_2)))) as tf.Tensor2D;
@@ -339,6 +397,17 @@ export class TrainableLlava {
     return [...this.params.entries()]
       .filter(([name, v]) => keep.has(v) && (name.startsWith(V) || name.startsWith(P) || name === `${L}norm.weight` || name.startsWith('language_model.lm_head')))
       .map(([, v]) => v);
+  }
+
+  /** Variables of the contrastive pretraining: the whole vision tower (all blocks, post_layernorm) and the training-only text side. */
+  contrastiveVariables(): tf.Variable[] {
+    if (!this.params.has(`${CONTRASTIVE_PREFIX}logit_scale`)) throw new Error('this TrainableLlava has no contrastive weights (construct it with { contrastive: true })');
+    return [...this.params.entries()].filter(([name]) => name.startsWith(V) || name.startsWith(CONTRASTIVE_PREFIX)).map(([, v]) => v);
+  }
+
+  /** Variables of the vision tower only (what a CLIP-style checkpoint hands the next stage). */
+  towerVariables(): tf.Variable[] {
+    return [...this.params.entries()].filter(([name]) => name.startsWith(V)).map(([, v]) => v);
   }
 
   /** Variables of the projector and the language model (everything trainable but the vision tower). */

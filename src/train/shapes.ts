@@ -42,8 +42,8 @@ export interface Scene {
   owner: Uint8Array;
 }
 
-export type QuestionType = 'colour' | 'shape' | 'count' | 'where' | 'exist';
-export const ALL_QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', 'count', 'where', 'exist'];
+export type QuestionType = 'colour' | 'shape' | 'count' | 'where' | 'exist' | 'relation';
+export const ALL_QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', 'count', 'where', 'exist', 'relation'];
 /**
  * The task's question types. Counting is left out: trained with the other four (same model,
  * 2,200 steps, bench/eval/README.md), its validation accuracy stayed at the answer prior
@@ -53,6 +53,12 @@ export const ALL_QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', '
  * `count` stays available (askQuestions' `types`, train --types).
  */
 export const QUESTION_TYPES: readonly QuestionType[] = ['colour', 'shape', 'where', 'exist'];
+/**
+ * Task v4 (issue 14): v3's four types plus counting ("How many stars are there?") and one relation
+ * ("Is the red circle left of the blue star?"), where merging is expected to hurt most. The
+ * CLIP-style model (models/shapes-clip) is trained and evaluated on these.
+ */
+export const TASK_V4_TYPES: readonly QuestionType[] = ['colour', 'shape', 'count', 'where', 'exist', 'relation'];
 
 export interface Question {
   type: QuestionType;
@@ -168,8 +174,13 @@ export function drawScene(rng: () => number, maxShapes = 4): Scene {
   return { items, image: { width: S, height: S, data }, owner };
 }
 
-/** All questions of a type that have a well-defined answer for this scene. */
-function candidates(scene: Scene, type: QuestionType, rng: () => number): Question[] {
+/** The cell column (0-7) of an item: shapes are centred in their cells (jitter <= 1 px). */
+export function column(item: ShapeItem): number {
+  return Math.floor(item.cx / CELL);
+}
+
+/** All questions of a type that have a well-defined answer for this scene (`rng`: exist's yes/no draw). */
+export function candidates(scene: Scene, type: QuestionType, rng: () => number): Question[] {
   const items = scene.items;
   const count = (f: (i: ShapeItem) => boolean) => items.filter(f).length;
   const out: Question[] = [];
@@ -193,6 +204,18 @@ function candidates(scene: Scene, type: QuestionType, rng: () => number): Questi
       for (const it of items) {
         if (count((i) => i.shape === it.shape && i.colour === it.colour) === 1) {
           out.push({ type, question: `Where is the ${it.colour} ${it.shape}?`, answer: QUADRANTS[it.quadrant] });
+        }
+      }
+      break;
+    case 'relation':
+      // every ordered pair of distinct items that are unique by (colour, shape) and lie in
+      // different cell columns; "left of" compares the cell columns, so it is never a pixel call
+      for (const a of items) {
+        for (const b of items) {
+          if (a === b || column(a) === column(b)) continue;
+          if (count((i) => i.shape === a.shape && i.colour === a.colour) !== 1) continue;
+          if (count((i) => i.shape === b.shape && i.colour === b.colour) !== 1) continue;
+          out.push({ type, question: `Is the ${a.colour} ${a.shape} left of the ${b.colour} ${b.shape}?`, answer: column(a) < column(b) ? 'yes' : 'no' });
         }
       }
       break;
@@ -240,10 +263,10 @@ export function sceneWithQuestions(split: Split, index: number, k: number, maxSh
 }
 
 /** `count` examples of a split: one question per image (images index 0..count-1). */
-export function examples(split: Split, count: number, offset = 0): Example[] {
+export function examples(split: Split, count: number, offset = 0, types: readonly QuestionType[] = QUESTION_TYPES): Example[] {
   const out: Example[] = [];
   for (let i = offset; i < offset + count; i++) {
-    const { scene, questions } = sceneWithQuestions(split, i, 1);
+    const { scene, questions } = sceneWithQuestions(split, i, 1, 4, types);
     out.push({ ...questions[0], scene });
   }
   return out;
@@ -285,5 +308,28 @@ export function vocabularyWords(): string[] {
     words.add(plural(s));
   }
   [...COLOURS, ...QUADRANTS, ...NUMBERS, 'yes', 'no'].forEach((w) => words.add(w));
+  // task v4's relation question; appended last so the ids of every earlier word stay the same
+  // (models/default's tokenizer.json has the first 50 ids)
+  ['left', 'of'].forEach((w) => words.add(w));
   return [...words];
+}
+
+/** Words of the longest question of these types, "?" included (the training suffix length). */
+export function longestQuestion(types: readonly QuestionType[]): number {
+  return types.includes('relation') ? 10 : 7;
+}
+
+/**
+ * Caption of a scene for contrastive pretraining (the CLIP-style tower): the items in raster order
+ * of their cells as "colour shape quadrant", then the count of each shape present, in SHAPES
+ * order ("two circles", "one star"). Every word is in vocabularyWords(). At most 4 x 3 + 4 x 2 = 20 words.
+ */
+export function sceneCaption(scene: Scene): string {
+  const cellOf = (it: ShapeItem) => Math.floor(it.cy / CELL) * (IMAGE_SIZE / CELL) + column(it);
+  const parts = [...scene.items].sort((a, b) => cellOf(a) - cellOf(b)).map((it) => `${it.colour} ${it.shape} ${QUADRANTS[it.quadrant]}`);
+  for (const s of SHAPES) {
+    const n = scene.items.filter((i) => i.shape === s).length;
+    if (n > 0) parts.push(`${NUMBERS[n]} ${n === 1 ? s : plural(s)}`);
+  }
+  return parts.join(' ');
 }

@@ -1,6 +1,7 @@
 // One training step's loss and gradients, shared by the main thread and the data-parallel worker
 // (src/train/grad-worker.ts): the batch is a pure function of its spec, so either side can make it.
 import * as tf from '@tensorflow/tfjs-core';
+import { makeCaptionBatch, contrastiveLoss } from './contrastive.js';
 import { makeBatch, type BatchContext } from './data.js';
 import { answerLoss, patchLoss } from './loss.js';
 import type { TrainableLlava } from './model.js';
@@ -12,8 +13,11 @@ import type { QuestionType, Split } from './shapes.js';
  * LLaVA's own recipe. Training the tower jointly (lr 1e-3) blew the image features up 45x in
  * 400 steps and wiped out what pretraining had put in them (per-patch probe: colour 25/25 ->
  * 10/25), and the decoder never learned to read them.
+ * 'clip': the CLIP-style tower: the whole vision tower and the training-only text encoder on the
+ * contrastive caption loss (src/train/contrastive.ts); no per-patch target. With two threads each
+ * half of the batch is its own contrastive batch (negatives within the half, no gather).
  */
-export type TrainMode = 'vision' | 'joint';
+export type TrainMode = 'vision' | 'joint' | 'clip';
 
 export interface BatchSpec {
   split: Split;
@@ -36,16 +40,25 @@ export interface StepOptions {
 
 /** The variables a mode trains, in a fixed order (both threads agree on it). */
 export function trainedVariables(model: TrainableLlava, mode: TrainMode): tf.Variable[] {
+  if (mode === 'clip') return model.contrastiveVariables();
   return mode === 'vision' ? model.imagePathVariables() : model.decoderSideVariables();
 }
 
 /** Loss value and gradients (same order as `vars`, caller-owned) of one batch. */
 export function lossAndGradients(model: TrainableLlava, ctx: BatchContext, vars: tf.Variable[], spec: BatchSpec, opts: StepOptions): { loss: number; grads: tf.Tensor[] } {
+  if (opts.mode === 'clip') {
+    const captions = makeCaptionBatch(ctx, spec.split, spec.start, spec.numImages, spec.maxShapes);
+    return gradientsOf(() => contrastiveLoss(model, captions, opts.group), vars);
+  }
   const batch = makeBatch(ctx, spec.split, spec.start, spec.numImages, spec.perImage, spec.maxShapes, spec.turns, spec.types);
   const f =
     opts.mode === 'vision'
       ? () => patchLoss(model.imageTokenLogits(batch.patches, batch.numImages, opts.group), batch)
       : () => answerLoss(model.forward(batch, { vision: opts.group, text: opts.group }), batch, model, opts.aux);
+  return gradientsOf(f, vars);
+}
+
+function gradientsOf(f: () => tf.Scalar, vars: tf.Variable[]): { loss: number; grads: tf.Tensor[] } {
   const { value, grads } = tf.variableGrads(f, vars);
   const loss = value.dataSync()[0];
   value.dispose();
