@@ -12,7 +12,7 @@ import { dequantizeMatrix, packedBytes, paddedCols, quantizeMatrix, type PackedF
 import type { ArenaSlice } from './arena.js';
 import type { PackedRuntime } from './runtime.js';
 import { transposeToInOut } from '../linear.js';
-import { quantizeIntoArena } from './quantize-into.js';
+import { copyRowsPadded, quantizeIntoArena } from './quantize-into.js';
 
 export const PACKED_MATMUL = 'IllavaPackedMatMul';
 /** Backends the op is registered for. */
@@ -91,15 +91,14 @@ export class PackedLinear {
     const slices = PackedLinear.reserve(runtime, format, N, K, bias !== null, options);
     const row = packedBytes(format, 1, K);
     const data = arena.bytes(slices.data);
-    const scales = slices.scales ? arena.floats(slices.scales) : null;
     let r0 = 0;
     for (const part of parts) {
-      const out = {
-        data: data.subarray(r0 * row.data, (r0 + part.rows) * row.data),
-        scales: scales ? scales.subarray((r0 * row.scales) / 4, ((r0 + part.rows) * row.scales) / 4) : null,
-      };
-      if (format === 'f16' || !slices.scales) quantizeMatrix(part.weight(), part.rows, K, format, out);
-      else quantizeIntoArena(arena, format, part.weight(), part.rows, K, slices.data, slices.scales, r0);
+      if (format !== 'f16' && slices.scales) {
+        quantizeIntoArena(arena, format, part.weight(), part.rows, K, slices.data, slices.scales, r0); // the kernels
+      } else {
+        const out = { data: data.subarray(r0 * row.data, (r0 + part.rows) * row.data), scales: null }; // f16: no scales
+        quantizeMatrix(part.weight(), part.rows, K, format, out);
+      }
       r0 += part.rows;
     }
     return PackedLinear.place(runtime, format, N, K, slices, bias, options);
@@ -201,12 +200,12 @@ export class PackedLinear {
     return out;
   }
 
-  /** x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in chunks that fit it. */
   /** The arena memory holding this layer's bytes (its kernel runs on that memory's instance). */
   get memory(): number {
     return this.data.memory;
   }
 
+  /** x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in chunks that fit it. */
   computeFlat(x: Float32Array, M: number): Float32Array {
     if (this.#disposed) throw new Error('PackedLinear: used after dispose()');
     const { arena, pool } = this.runtime;
@@ -233,12 +232,7 @@ export class PackedLinear {
       const xs = xq + (q ? align(rows * Kp * 2) : 0);
       const out = xs + (q ? align(rows * (Kp / 32) * 4) : 0);
       const scratch = out + align(rows * N * 4);
-      const xView = arena.floatView(mem, xf, rows * Kp);
-      if (Kp === K) xView.set(x.subarray(m0 * K, (m0 + rows) * K));
-      else for (let r = 0; r < rows; r++) {
-        xView.set(x.subarray((m0 + r) * K, (m0 + r + 1) * K), r * Kp);
-        xView.fill(0, r * Kp + K, (r + 1) * Kp);
-      }
+      copyRowsPadded(arena.floatView(mem, xf, rows * Kp), x, m0, rows, K, Kp);
       if (q) {
         kernels.quantizeRows16(xf, rows, Kp, xq, xs);
         const s = (this.scales as ArenaSlice).offset;
@@ -251,12 +245,12 @@ export class PackedLinear {
     return y;
   }
 
-  /** Frees nothing in the arena (its memory lives as long as the model's runtime), but makes the layer unusable. */
   /** Values of the weights this module holds (on the tensor heap or off it). */
   parameterCount(): number {
     return this.offHeapParameters;
   }
 
+  /** Frees nothing in the arena (its memory lives as long as the model's runtime), but makes the layer unusable. */
   dispose(): void {
     this.#disposed = true;
     layers.delete(this.id);

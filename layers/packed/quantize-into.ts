@@ -5,6 +5,18 @@
 import { packedBytes, paddedCols, quantizeMatrix, QK, type PackedFormat } from '../../weights/index.js';
 import type { ArenaSlice, WeightArena } from './arena.js';
 
+/** Rows r0..r0+n of `src` [*][K] into `view` [n][Kp], each row zero-padded from K to Kp. */
+export function copyRowsPadded(view: Float32Array, src: Float32Array, r0: number, n: number, K: number, Kp: number): void {
+  if (Kp === K) {
+    view.set(src.subarray(r0 * K, (r0 + n) * K));
+    return;
+  }
+  for (let r = 0; r < n; r++) {
+    view.set(src.subarray((r0 + r) * K, (r0 + r + 1) * K), r * Kp);
+    view.fill(0, r * Kp + K, (r + 1) * Kp);
+  }
+}
+
 /** Quantizes `weight` [rows][K] into rows r0.. of the slices (data [N][row bytes], scales [N][Kp/32]). */
 export function quantizeIntoArena(arena: WeightArena, format: Exclude<PackedFormat, 'f16'>, weight: Float32Array, rows: number, K: number, data: ArenaSlice, scales: ArenaSlice, r0: number): void {
   if (!(weight instanceof Float32Array) || weight.length !== rows * K) throw new Error(`quantizeMatrix: weight has ${weight?.length} values, expected rows*cols = ${rows}*${K} = ${rows * K}`);
@@ -19,12 +31,7 @@ export function quantizeIntoArena(arena: WeightArena, format: Exclude<PackedForm
   const io = arena.ioOffset;
   for (let c0 = 0; c0 < rows; c0 += chunk) {
     const n = Math.min(chunk, rows - c0);
-    const view = arena.floatView(mem, io, n * Kp);
-    if (Kp === K) view.set(weight.subarray(c0 * K, (c0 + n) * K));
-    else for (let r = 0; r < n; r++) {
-      view.set(weight.subarray((c0 + r) * K, (c0 + r + 1) * K), r * Kp);
-      view.fill(0, r * Kp + K, (r + 1) * Kp);
-    }
+    copyRowsPadded(arena.floatView(mem, io, n * Kp), weight, c0, n, K, Kp);
     const bad = run(io, n, Kp, data.offset + (r0 + c0) * rowBytes, scales.offset + (r0 + c0) * rowScales);
     if (bad >= 0) {
       quantizeMatrix(weight, rows, K, format); // throws the reference's message (row and block named)
