@@ -18,6 +18,8 @@
 //     instead of once per output column), xs f32 [M][Kp/32]; for f16: x f32 [M][Kp]
 //   out f32 [M][ldo], columns n0..n1-1 written: out = dot * colScale[n] + bias[n] (either pointer 0 = none)
 
+import { halves } from './f16';
+
 // ---- epilogue ----
 
 @inline function hsum(v: v128): f32 {
@@ -178,62 +180,22 @@ export function matmulQ4(xq: usize, xs: usize, M: i32, Kp: i32, wq: usize, ws: u
 
 // ---- f16 weights x f32 activations ----
 //
-// fp16 -> f32 by bit tricks (no f16 SIMD in Node 20): (h & 0x7fff) << 13 is the float32 with the
-// right mantissa and the exponent off by 112, fixed by one multiply by 2^112 (exact, subnormals
-// included); the sign is or-ed back. One column's K weights are converted once into `scratch`
-// (f32 [Kp]) and then used by every row of the chunk; a single row (decode) converts inline.
+// Each row converts the fp16 weights inline (f16.ts), reading every weight byte once: the decode
+// path. From 2 rows on, packed-linear.ts runs panel.ts instead (each column converted once per row
+// chunk), so this loop has no multi-row tiling of its own.
 
-@inline function halves(p: usize): v128 {
-  const h = v128.load64_zero(p);
-  const w = i32x4.extend_low_i16x8_u(h);
-  const mag = f32x4.mul(i32x4.shl(v128.and(w, i32x4.splat(0x7fff)), 13), f32x4.splat(5.192296858534828e33));
-  return v128.or(mag, i32x4.shl(v128.and(w, i32x4.splat(0x8000)), 16));
-}
-
-function convertColumn(w: usize, Kp: i32, dst: usize): void {
-  for (let k = 0; k < Kp; k += 4) v128.store(dst + (<usize>k << 2), halves(w + (<usize>k << 1)));
-}
-
-export function matmulF16(x: usize, M: i32, Kp: i32, w: usize, n0: i32, n1: i32, out: usize, ldo: i32, colScale: usize, bias: usize, scratch: usize): void {
+export function matmulF16(x: usize, M: i32, Kp: i32, w: usize, n0: i32, n1: i32, out: usize, ldo: i32, colScale: usize, bias: usize): void {
   const xrow = <usize>Kp << 2;
-  for (let mc = 0; mc < M; mc += ROW_CHUNK) {
-    const mEnd = min(M, mc + ROW_CHUNK);
+  for (let m = 0; m < M; m++) {
+    const xr = x + <usize>m * xrow;
     for (let n = n0; n < n1; n++) {
       const col = w + ((<usize>n * Kp) << 1);
-      if (mEnd - mc == 1) {
-        const xr = x + <usize>mc * xrow;
-        let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
-        for (let k = 0; k < Kp; k += 8) {
-          a0 = f32x4.add(a0, f32x4.mul(v128.load(xr + (<usize>k << 2)), halves(col + (<usize>k << 1))));
-          a1 = f32x4.add(a1, f32x4.mul(v128.load(xr + (<usize>k << 2), 16), halves(col + (<usize>k << 1) + 8)));
-        }
-        put(out, ldo, mc, n, f32x4.add(a0, a1), colScale, bias);
-        continue;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+      for (let k = 0; k < Kp; k += 8) {
+        a0 = f32x4.add(a0, f32x4.mul(v128.load(xr + (<usize>k << 2)), halves(col + (<usize>k << 1))));
+        a1 = f32x4.add(a1, f32x4.mul(v128.load(xr + (<usize>k << 2), 16), halves(col + (<usize>k << 1) + 8)));
       }
-      convertColumn(col, Kp, scratch);
-      let m = mc;
-      for (; m + 3 < mEnd; m += 4) {
-        const x0 = x + <usize>m * xrow;
-        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-        for (let k = 0; k < Kp; k += 4) {
-          const off = <usize>k << 2;
-          const wv = v128.load(scratch + off);
-          a0 = f32x4.add(a0, f32x4.mul(v128.load(x0 + off), wv));
-          a1 = f32x4.add(a1, f32x4.mul(v128.load(x0 + xrow + off), wv));
-          a2 = f32x4.add(a2, f32x4.mul(v128.load(x0 + 2 * xrow + off), wv));
-          a3 = f32x4.add(a3, f32x4.mul(v128.load(x0 + 3 * xrow + off), wv));
-        }
-        put(out, ldo, m, n, a0, colScale, bias);
-        put(out, ldo, m + 1, n, a1, colScale, bias);
-        put(out, ldo, m + 2, n, a2, colScale, bias);
-        put(out, ldo, m + 3, n, a3, colScale, bias);
-      }
-      for (; m < mEnd; m++) {
-        const xr = x + <usize>m * xrow;
-        let a0 = f32x4.splat(0);
-        for (let k = 0; k < Kp; k += 4) a0 = f32x4.add(a0, f32x4.mul(v128.load(xr + (<usize>k << 2)), v128.load(scratch + (<usize>k << 2))));
-        put(out, ldo, m, n, a0, colScale, bias);
-      }
+      put(out, ldo, m, n, f32x4.add(a0, a1), colScale, bias);
     }
   }
 }

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/backend.js';
 import { LlavaModel } from '../src/llava.js';
-import { PackedRuntime } from '../layers/packed/index.js';
+import { PackedRuntime, kernelVariant } from '../layers/packed/index.js';
 import { BENCH_PROMPT, REPO_ROOT, TINY_LLAVA_DIR, randomModelParts } from './random-model.js';
 import type { WeightFormat } from '../weights/index.js';
 
@@ -199,7 +199,7 @@ async function main(): Promise<void> {
     results.push(JSON.parse(out.trim().split('\n').at(-1) as string) as FormatResult);
   }
   const slice = `${o.llmLayers ?? 32} decoder layers, ${o.vitLayers ?? 24} ViT layers`;
-  const head = `${o.arch} random weights (${slice}), ${o.threads} thread(s), ${o.newTokens} new tokens, best of ${o.rounds} interleaved round(s), ${cpus().length} cores, ${gb(totalmem())} RAM`;
+  const head = `${o.arch} random weights (${slice}), ${o.threads} thread(s), ${kernelVariant()} kernels, ${o.newTokens} new tokens, best of ${o.rounds} interleaved round(s), ${cpus().length} cores, ${gb(totalmem())} RAM`;
   process.stdout.write(`${head}\n\n${table(results, bw.allThreads)}\n\nbandwidth (v128 read loop over 1 GiB, best of 5, in this process before the children): ${gb(bw.oneThread)}/s on 1 thread, ${gb(bw.allThreads)}/s on ${o.threads}\n`);
   mkdirSync(o.out, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-');

@@ -6,7 +6,7 @@
 // attention (LLaMA-7B prefill, ViT-L/14-336) in tfjs against our prefill-attention kernel.
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
-import { ArenaKV, PackedLinear, PackedRuntime } from '../layers/packed/index.js';
+import { ArenaKV, PackedLinear, PackedRuntime, PANEL_MIN_ROWS, kernelVariant } from '../layers/packed/index.js';
 import { attendRows } from '../layers/packed/attention-prefill.js';
 import { attendHeads, causalMask } from '../layers/index.js';
 import { randomUniform } from './random-model.js';
@@ -33,6 +33,10 @@ const allShapes: Array<[string, number, number, number]> = [
   ['qkv decode', 1, 4096, 12288],
   ['down decode', 1, 11008, 4096],
   ['gate+up prefill', Number(args.rows), 4096, 22016],
+  ['down prefill', Number(args.rows), 11008, 4096],
+  ['vit mlp prefill', 577, 1024, 4096],
+  // where the float32 panels start to pay (PANEL_MIN_ROWS)
+  ...[2, 4, 8, 16, 32].map((m): [string, number, number, number] => [`crossover ${m}`, m, 4096, 4096]),
 ];
 
 const only = args.only;
@@ -98,6 +102,7 @@ async function benchQuantize(): Promise<void> {
 }
 
 await selectBackend('wasm');
+process.stdout.write(`kernels: ${kernelVariant()} build\n`);
 if (!only || 'quantize'.includes(only)) await benchQuantize();
 for (const [name, T, H, d, causal] of attentionShapes) await benchAttention(name, T, H, d, causal);
 for (const [name, M, K, N] of shapes) {
@@ -118,14 +123,27 @@ for (const [name, M, K, N] of shapes) {
     for (const threads of threadsList) {
       const runtime = new PackedRuntime(threads, 256 << 20);
       const layer = PackedLinear.fromTorch(runtime, format, w, N, K, null);
-      const r = time(() => {
+      const run = () => {
         const y = layer.apply(x);
         y.dataSync();
         y.dispose();
-      }, runs);
-      const gflops = (2 * M * K * N) / r.best / 1e6;
-      const gbs = layer.packedBytes / r.best / 1e6;
-      process.stdout.write(`${name} [${M},${K}]x[${K},${N}] ${format} ${threads}t: best ${r.best.toFixed(2)} ms, median ${r.median.toFixed(2)} ms, ${gflops.toFixed(1)} GFLOP/s, ${gbs.toFixed(1)} GB/s\n`);
+      };
+      // M > 1: the float32-panel path against the integer/f16 one, interleaved, best of each
+      const paths: Array<[string, number]> = M > 1 ? [['panel', 1], [format === 'f16' ? 'row-at-a-time' : 'integer', Infinity]] : [['', PANEL_MIN_ROWS[format]]];
+      const best = new Map<string, { best: number; median: number }>();
+      for (let round = 0; round < (M > 1 ? 2 : 1); round++) {
+        for (const [path, minRows] of paths) {
+          runtime.panelMinRows[format] = minRows;
+          const r = time(run, runs);
+          const prev = best.get(path);
+          if (!prev || r.best < prev.best) best.set(path, r);
+        }
+      }
+      for (const [path, r] of best) {
+        const gflops = (2 * M * K * N) / r.best / 1e6;
+        const gbs = layer.packedBytes / r.best / 1e6;
+        process.stdout.write(`${name} [${M},${K}]x[${K},${N}] ${format} ${threads}t${path ? ' ' + path : ''}: best ${r.best.toFixed(2)} ms, median ${r.median.toFixed(2)} ms, ${gflops.toFixed(1)} GFLOP/s, ${gbs.toFixed(1)} GB/s\n`);
+      }
       layer.dispose();
       await runtime.dispose();
     }

@@ -59,7 +59,7 @@ export async function buildWeb(): Promise<void> {
   const require = createRequire(import.meta.url);
   const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.wasm'));
   for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join(out, f));
-  copyFileSync(join(root, 'dist', 'kernels', 'kernels.wasm'), join(out, 'kernels.wasm')); // the packed formats' kernels (src/browser.ts)
+  for (const file of ['kernels.wasm', 'kernels-relaxed.wasm']) copyFileSync(join(root, 'dist', 'kernels', file), join(out, file)); // the packed formats' kernels (src/browser.ts)
   for (const f of readdirSync(join(root, 'web'))) {
     if (statSync(join(root, 'web', f)).isFile()) copyFileSync(join(root, 'web', f), join(out, f));
   }

@@ -166,23 +166,40 @@ async function readWeights(folder: FolderReader, onDownload?: (p: DownloadProgre
 
 let kernelsUrl: string | undefined;
 
-/** Where kernels.wasm (our AssemblyScript kernels of the packed formats) is served; default: next to the bundle. */
+/**
+ * Where kernels.wasm (our AssemblyScript kernels of the packed formats) is served; default: next
+ * to the bundle. Its relaxed-SIMD build is looked for beside it (the same name with -relaxed).
+ */
 export function setKernelsUrl(url: string): void {
   kernelsUrl = url;
 }
 
 let kernelsLoaded: Promise<void> | undefined;
 
-/** Fetches and compiles kernels.wasm once. Its memories are shared, so the page must be cross-origin isolated. */
+async function fetchBytes(url: string): Promise<ArrayBuffer | null> {
+  const response = await fetch(url);
+  return response.ok ? response.arrayBuffer() : null;
+}
+
+/**
+ * Fetches and compiles the kernels once: the relaxed-SIMD build when the browser validates it
+ * (fused multiply-adds in the prefill panels), else the plain one. Their memories are shared, so
+ * the page must be cross-origin isolated.
+ */
 function loadPackedKernels(): Promise<void> {
   if (!globalThis.crossOriginIsolated) {
     return Promise.reject(new Error('packed weight formats (f16, q8_0, q4_0) need a cross-origin isolated page (serve it with the headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp): their kernels use shared WebAssembly memory'));
   }
   kernelsLoaded ??= (async () => {
     const url = kernelsUrl ?? new URL('./kernels.wasm', import.meta.url).href;
-    const response = await fetch(url);
-    if (!response.ok) throw new Error(`${url}: HTTP ${response.status} (the packed-format kernels)`);
-    useKernelModule(await WebAssembly.compile(await response.arrayBuffer()));
+    const relaxed = await fetchBytes(url.replace(/\.wasm$/, '-relaxed.wasm')).catch(() => null);
+    if (relaxed && WebAssembly.validate(relaxed)) {
+      useKernelModule(await WebAssembly.compile(relaxed), 'relaxed');
+      return;
+    }
+    const plain = await fetchBytes(url);
+    if (!plain) throw new Error(`${url}: not served (the packed-format kernels)`);
+    useKernelModule(await WebAssembly.compile(plain), 'plain');
   })();
   kernelsLoaded.catch(() => { kernelsLoaded = undefined; });
   return kernelsLoaded;

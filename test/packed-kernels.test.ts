@@ -1,12 +1,13 @@
-// The WebAssembly SIMD kernels (kernels/matmul.ts) through PackedLinear, against the plain
+// The WebAssembly SIMD kernels (kernels/matmul.ts, kernels/panel.ts) through PackedLinear, against the plain
 // TypeScript reference of weights/quantized.ts (referenceMatmul: float64 sums of the same
 // quantized values), for every format, shapes that are not multiples of the block (K = 33, 1) or
-// tile sizes (N = 7, M = 1 and 5), one and two threads, on the wasm and cpu backends and on the
+// tile sizes (N = 7, M = 1 and 5 on the integer kernels, M = 1 on the f16 one, the rest on the float32 panels), one and two threads, on the wasm and cpu backends and on the
 // dequantizing fallback. Tensors are not leaked, and a disposed layer refuses work.
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
-import { PackedLinear, PackedRuntime, PACKED_MATMUL } from '../layers/packed/index.js';
+import { PackedLinear, PackedRuntime, PACKED_MATMUL, PANEL_MIN_ROWS } from '../layers/packed/index.js';
 import { quantizeMatrix, referenceMatmul, type PackedFormat } from '../weights/index.js';
 import { randomUniform } from '../scripts/random-model.js';
 import { maxRelDiff } from './helpers/fixture.js';
@@ -38,7 +39,8 @@ describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function 
           const x = randomUniform(M * K, 2, 7 + M);
           const bias = randomUniform(N, 0.5, 3);
           const layer = PackedLinear.fromTorch(runtime(threads), format, w, N, K, bias);
-          const expected = referenceMatmul(x, M, quantizeMatrix(w, N, K, format), bias);
+          // M >= PANEL_MIN_ROWS: the float32-panel kernel (float32 activations); fewer: 16-bit activations
+          const expected = referenceMatmul(x, M, quantizeMatrix(w, N, K, format), bias, M >= PANEL_MIN_ROWS[format] ? 'float32' : 'int16');
           const got = tf.tidy(() => layer.apply(tf.tensor2d(x, [M, K])).dataSync() as Float32Array);
           expect(maxRelDiff(got, Float32Array.from(expected))).to.be.below(1e-5);
           layer.dispose();
@@ -121,6 +123,43 @@ describe('packed kernels: WebAssembly SIMD matmuls on packed weights', function 
       const got = tf.tidy(() => layer.apply(tf.tensor2d(x, [3, 3000])).dataSync() as Float32Array);
       expect(maxRelDiff(got, Float32Array.from(referenceMatmul(x, 3, quantizeMatrix(w, 96, 3000, 'q8_0'))))).to.be.below(1e-5);
     }
+  });
+
+  it('both builds (relaxed SIMD and plain, as ILLAVA_KERNELS picks) match the reference on every path', () => {
+    // A child per build: the module is chosen once per process.
+    const modules = new URL('../', import.meta.url).href;
+    const script = `
+      import * as tf from '@tensorflow/tfjs-core';
+      const { selectBackend } = await import('${modules}src/backend.js');
+      const { PackedLinear, PackedRuntime, kernelVariant } = await import('${modules}layers/packed/index.js');
+      const { quantizeMatrix, referenceMatmul } = await import('${modules}weights/index.js');
+      const { randomUniform } = await import('${modules}scripts/random-model.js');
+      await selectBackend('wasm');
+      const runtime = new PackedRuntime(2, 1 << 20);
+      let worst = 0;
+      for (const format of ['f16', 'q8_0', 'q4_0']) for (const M of [1, 9]) {
+        const [K, N] = [70, 11];
+        const w = randomUniform(N * K, 1, 3), x = randomUniform(M * K, 1, 4);
+        const layer = PackedLinear.fromTorch(runtime, format, w, N, K, null);
+        const want = referenceMatmul(x, M, quantizeMatrix(w, N, K, format), null, M >= runtime.panelMinRows[format] ? 'float32' : 'int16');
+        const got = tf.tidy(() => layer.apply(tf.tensor2d(x, [M, K])).dataSync());
+        let d = 0, top = 0;
+        for (let i = 0; i < got.length; i++) { d = Math.max(d, Math.abs(got[i] - want[i])); top = Math.max(top, Math.abs(want[i])); }
+        worst = Math.max(worst, d / top);
+      }
+      await runtime.dispose();
+      console.log(JSON.stringify({ variant: kernelVariant(), worst }));`;
+    const run = (variant: string) => spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ILLAVA_KERNELS: variant }, encoding: 'utf8' });
+    for (const variant of ['plain', 'relaxed']) {
+      const child = run(variant);
+      expect(child.status, child.stderr).to.equal(0);
+      const out = JSON.parse(child.stdout.trim()) as { variant: string; worst: number };
+      expect(out.variant).to.equal(variant);
+      expect(out.worst).to.be.below(1e-5);
+    }
+    const bad = run('fast');
+    expect(bad.status).to.not.equal(0);
+    expect(bad.stderr).to.match(/ILLAVA_KERNELS must be auto, plain or relaxed, got 'fast'/);
   });
 
   it('refuses an input of the wrong width', () => {

@@ -266,10 +266,14 @@ export function quantizeActivations16(x: Float32Array, M: number, K: number): { 
   return { q, scales, paddedCols: kp };
 }
 
+/** How the kernels take activations: 'int16' quantized per block (the q8_0/q4_0 integer kernels
+ *  of decode), 'float32' as they are (f16 always; every format on the float32-panel prefill path). */
+export type ActivationPath = 'int16' | 'float32';
+
 /** Reference y [M][N] = x [M][K] · W^T (+ bias [N]) in float64 accumulation:
- *  f16: x float32 times the fp16 weight values;
- *  q8_0 / q4_0: x quantized with quantizeActivations16, then per block sum_j xq*wq as an exact integer, times (d_x * d_w), summed over blocks (llama.cpp's ggml_vec_dot_q8_0_q8_0 / ggml_vec_dot_q4_0_q8_0 with 16-bit activations; q4_0 weight values are q-8). */
-export function referenceMatmul(x: Float32Array, M: number, m: QuantizedMatrix, bias?: Float32Array | null): Float32Array {
+ *  f16, or activations 'float32': x float32 times the weight values dequantized to float32;
+ *  q8_0 / q4_0 with activations 'int16' (the default): x quantized with quantizeActivations16, then per block sum_j xq*wq as an exact integer, times (d_x * d_w), summed over blocks (llama.cpp's ggml_vec_dot_q8_0_q8_0 / ggml_vec_dot_q4_0_q8_0 with 16-bit activations; q4_0 weight values are q-8). */
+export function referenceMatmul(x: Float32Array, M: number, m: QuantizedMatrix, bias?: Float32Array | null, activations: ActivationPath = 'int16'): Float32Array {
   const fn = 'referenceMatmul';
   checkQuantizedMatrix(m, fn);
   checkDim(fn, 'M', M);
@@ -278,8 +282,8 @@ export function referenceMatmul(x: Float32Array, M: number, m: QuantizedMatrix, 
   if (bias != null && (!(bias instanceof Float32Array) || bias.length !== N)) throw new Error(`${fn}: bias must be a Float32Array of N = ${N} values`);
   const y = new Float32Array(M * N);
 
-  if (m.format === 'f16') {
-    const w = dequantizePadded(m); // exact fp16 values, [N][Kp]
+  if (m.format === 'f16' || activations === 'float32') {
+    const w = dequantizePadded(m); // [N][Kp]: exact fp16 values, or q * d rounded to float32 as the kernels compute it
     for (let i = 0; i < M; i++) {
       for (let n = 0; n < N; n++) {
         let acc = 0;

@@ -18,6 +18,9 @@ export const PACKED_MATMUL = 'IllavaPackedMatMul';
 /** Backends the op is registered for. */
 export const PACKED_BACKENDS = ['wasm', 'cpu'] as const;
 
+/** kernels/panel.ts's format codes. */
+const PANEL_FORMAT: Record<PackedFormat, number> = { q8_0: 0, q4_0: 1, f16: 2 };
+
 const layers = new Map<number, PackedLinear>();
 let nextId = 1;
 
@@ -205,7 +208,13 @@ export class PackedLinear {
     return this.data.memory;
   }
 
-  /** x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in chunks that fit it. */
+  /**
+   * x [M][K] row-major -> y [M][N] (blocks side by side). Rows go through the memory's io region in
+   * chunks that fit it. From runtime.panelMinRows rows on (PANEL_MIN_ROWS: 8, f16 2) (prefill, vision tower) every format runs the
+   * float32-panel kernel (kernels/panel.ts: float32 activations, each weight column dequantized once
+   * per row chunk); fewer rows (decode) run the integer q8_0/q4_0 kernels on 16-bit activations, or
+   * the f16 kernel, which read each weight byte once without a dequantized copy.
+   */
   computeFlat(x: Float32Array, M: number): Float32Array {
     if (this.#disposed) throw new Error('PackedLinear: used after dispose()');
     const { arena, pool } = this.runtime;
@@ -213,9 +222,10 @@ export class PackedLinear {
     const Kp = this.paddedCols;
     const N = this.outFeatures;
     if (x.length < M * K) throw new Error(`PackedLinear: ${x.length} input values cannot be [${M}, ${K}]`);
-    const q = this.format !== 'f16';
+    const panel = M >= this.runtime.panelMinRows[this.format];
+    const q = this.format !== 'f16' && !panel; // activations quantized to 16 bits
     const mem = this.data.memory;
-    const scratchBytes = q ? 0 : pool.threads * Kp * 4;
+    const scratchBytes = panel ? pool.threads * Kp * 16 : 0;
     const perRow = Kp * 4 + (q ? Kp * 2 + (Kp / 32) * 4 : 0) + N * 4;
     const chunk = Math.floor((arena.ioBytes - scratchBytes - 4 * 64) / perRow);
     if (chunk < 1) throw new Error(`PackedLinear [${N}, ${K}]: one row needs ${perRow + scratchBytes} bytes, the arena's io region has ${arena.ioBytes}`);
@@ -225,6 +235,7 @@ export class PackedLinear {
     const cs = this.colScale ? this.colScale.offset : 0;
     const bias = this.bias ? this.bias.offset : 0;
     const w = this.data.offset;
+    const ws = this.scales ? this.scales.offset : 0;
     for (let m0 = 0; m0 < M; m0 += chunk) {
       const rows = Math.min(chunk, M - m0);
       const xf = arena.ioOffset;
@@ -233,12 +244,14 @@ export class PackedLinear {
       const out = xs + (q ? align(rows * (Kp / 32) * 4) : 0);
       const scratch = out + align(rows * N * 4);
       copyRowsPadded(arena.floatView(mem, xf, rows * Kp), x, m0, rows, K, Kp);
-      if (q) {
+      if (panel) {
+        const format = PANEL_FORMAT[this.format];
+        pool.run('matmulPanel', mem, N, (t, n0, n1) => [format, xf, rows, Kp, w, ws, n0, n1, out, N, cs, bias, scratch + t * Kp * 16]);
+      } else if (q) {
         kernels.quantizeRows16(xf, rows, Kp, xq, xs);
-        const s = (this.scales as ArenaSlice).offset;
-        pool.run(this.format === 'q8_0' ? 'matmulQ8' : 'matmulQ4', mem, N, (_t, n0, n1) => [xq, xs, rows, Kp, w, s, n0, n1, out, N, cs, bias]);
+        pool.run(this.format === 'q8_0' ? 'matmulQ8' : 'matmulQ4', mem, N, (_t, n0, n1) => [xq, xs, rows, Kp, w, ws, n0, n1, out, N, cs, bias]);
       } else {
-        pool.run('matmulF16', mem, N, (t, n0, n1) => [xf, rows, Kp, w, n0, n1, out, N, cs, bias, scratch + t * Kp * 4]);
+        pool.run('matmulF16', mem, N, (_t, n0, n1) => [xf, rows, Kp, w, n0, n1, out, N, cs, bias]);
       }
       y.set(arena.floatView(mem, out, rows * N), m0 * N);
     }

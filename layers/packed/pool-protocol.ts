@@ -15,7 +15,7 @@ export const SLOT = { op: 0, memory: 1, args: 2, done: 20, status: 21, dead: 22 
 export const MAX_ARGS = 16;
 
 /** Kernel ops a slot can name (0: nothing to do for this worker). */
-export const OP = { none: 0, matmulQ8: 1, matmulQ4: 2, matmulF16: 3, readLoop: 4, attendDecode: 5, attendPrefill: 6 } as const;
+export const OP = { none: 0, matmulQ8: 1, matmulQ4: 2, matmulF16: 3, readLoop: 4, attendDecode: 5, attendPrefill: 6, matmulPanel: 7 } as const;
 export type KernelOp = Exclude<keyof typeof OP, 'none'>;
 
 export const STATUS = { ok: 0, error: 1 } as const;

@@ -140,7 +140,9 @@ export function callKernel(k: KernelExports, op: KernelOp, a: readonly number[])
     case 'matmulQ4':
       return k.matmulQ4(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
     case 'matmulF16':
-      return k.matmulF16(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+      return k.matmulF16(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+    case 'matmulPanel':
+      return k.matmulPanel(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12]);
     case 'readLoop':
       k.readLoop(a[0], a[1]);
       return;

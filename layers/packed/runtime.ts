@@ -1,10 +1,20 @@
 // What packed layers share: the arena holding their bytes and the threads that run their kernels.
 import { WeightArena } from './arena.js';
 import { KernelPool, type KernelPoolOptions } from './pool.js';
+import type { PackedFormat } from '../../weights/index.js';
+
+/**
+ * Rows from which a packed linear runs the float32-panel kernel (kernels/panel.ts) instead of the
+ * integer q8_0/q4_0 kernels or the row-at-a-time f16 one: the measured crossovers (bench/README.md,
+ * "Float32 panels").
+ */
+export const PANEL_MIN_ROWS: Readonly<Record<PackedFormat, number>> = { q8_0: 8, q4_0: 8, f16: 2 };
 
 export class PackedRuntime {
   readonly arena: WeightArena;
   readonly pool: KernelPool;
+  /** The PANEL_MIN_ROWS these layers use (benches change it to compare the two paths on one shape). */
+  panelMinRows: Record<PackedFormat, number> = { ...PANEL_MIN_ROWS };
 
   /**
    * @param threads threads that run the kernels, this one included (1: no workers)
