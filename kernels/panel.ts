@@ -15,7 +15,7 @@
 // columns n0..n1-1, out = dot * colScale[n] + bias[n] (pointer 0 = none). `panel`: f32 [4][Kp]
 // scratch of the calling thread.
 //
-// Loop order: rows in chunks whose activations fit ~2 MB (stay in cache while every panel of the
+// Loop order: rows in equal chunks whose activations fit ~4 MB (stay in cache while every panel of the
 // column range goes by; measured: unchunked, a K = 11008 prefill ran at 3/4 speed, reading the
 // whole [612, 11008] activation from memory for every 4 columns); in a chunk, per 4 columns:
 // dequantize them into the panel, then every row pair against it.
@@ -26,7 +26,7 @@ const PANEL_Q8: i32 = 0;
 const PANEL_Q4: i32 = 1;
 const PANEL_F16: i32 = 2;
 
-const CHUNK_FLOATS = 1 << 19; // 2 MB of activations per row chunk
+const CHUNK_FLOATS = 1 << 20; // at most 4 MB of activations per row chunk
 
 @inline function mad(acc: v128, a: v128, b: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, acc);
@@ -130,7 +130,9 @@ function edge(x: usize, Kp: i32, panel: usize, m: i32, j: i32, n: i32, out: usiz
 
 /** out[m][n] for m < M, n in [n0, n1): the prefill path of every format (format: PANEL_*). */
 export function matmulPanel(format: i32, x: usize, M: i32, Kp: i32, w: usize, ws: usize, n0: i32, n1: i32, out: usize, ldo: i32, colScale: usize, bias: usize, panel: usize): void {
-  const chunk = max(16, (CHUNK_FLOATS / Kp) & ~1);
+  // equal chunks (577 rows at K = 1024: one chunk, not 512 + 65 with every column dequantized twice)
+  const chunks = (M + max(16, CHUNK_FLOATS / Kp) - 1) / max(16, CHUNK_FLOATS / Kp);
+  const chunk = ((M + chunks - 1) / chunks + 1) & ~1;
   const cs = <usize>Kp << 2;
   for (let mc = 0; mc < M; mc += chunk) {
     const mEnd = min(M, mc + chunk);

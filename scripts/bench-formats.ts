@@ -6,7 +6,7 @@
 // the depth, served as an fp16 checkpoint like the real one), measures the memory bandwidth with a
 // v128 read loop on the same threads, then runs the benchmark prompt (one 336 px image + the
 // question: 612 tokens with LLaVA-1.5's template) with each merge preset, and reports: load time,
-// vision tower (+ projector), prefill, first token, decode tokens/s, peak RSS (the OS high-water
+// the ViT forward alone (unmerged, once per round), vision (tower + projector, per preset), prefill, first token, decode tokens/s, peak RSS (the OS high-water
 // mark of the child: load included), and decode's fraction of the memory-bandwidth limit (decoder
 // + lm_head weight bytes per token / measured bandwidth, over the measured time per token).
 // Children run one after the other, so each format's RSS is its own; the bandwidth is measured
@@ -68,6 +68,9 @@ interface FormatResult {
   packedBytes: number;
   /** Decoder + lm_head weight bytes one decode step reads. */
   bytesPerToken: number;
+  /** The vision tower's forward alone (unmerged; `vision` adds the projector and text embeddings), best round and each round. */
+  towerMs: number;
+  towerRoundsMs: number[];
   presets: PresetResult[];
 }
 
@@ -102,6 +105,8 @@ async function child(o: Options, format: WeightFormat): Promise<FormatResult> {
   const decoderWeights = c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize) + c.hiddenSize * c.vocabSize;
   const names = o.presets.split(',').map((n) => n.trim());
   const presets: PresetResult[] = [];
+  const pixels = await model.pixelValues(o.image);
+  const towerMs: number[] = [];
   // Rounds interleave the presets (none, illava, none, illava, ...) so a slow stretch of a shared
   // machine falls on both; the table shows each preset's best round.
   for (let round = 0; round < o.rounds; round++) {
@@ -126,6 +131,10 @@ async function child(o: Options, format: WeightFormat): Promise<FormatResult> {
       p.totalMs = Math.min(p.totalMs, run.totalMs);
       p.decodeTokensPerSecond = Math.max(p.decodeTokensPerSecond, run.decodeTokensPerSecond);
     }
+    // The vision tower alone (ViT forward, unmerged, no projector, no text embeddings), once a round
+    const t0 = performance.now();
+    model.visionFeatures(pixels).dispose();
+    towerMs.push(performance.now() - t0);
   }
   const result: FormatResult = {
     format,
@@ -137,6 +146,8 @@ async function child(o: Options, format: WeightFormat): Promise<FormatResult> {
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     packedBytes: model.layout.packedBytes,
     bytesPerToken: decoderWeights * BYTES_PER_WEIGHT[format],
+    towerMs: Math.min(...towerMs),
+    towerRoundsMs: towerMs,
     presets,
   };
   model.dispose();
@@ -147,7 +158,7 @@ const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 function table(results: FormatResult[], bandwidthAll: number): string {
-  const header = ['format (vision)', 'preset', 'tokens vision/LLM', 'load', 'vision', 'prefill', 'prefill speed-up', 'first token', 'decode tok/s', 'of limit', 'peak RSS (after load)'];
+  const header = ['format (vision)', 'preset', 'tokens vision/LLM', 'load', 'ViT forward', 'vision', 'prefill', 'prefill speed-up', 'first token', 'decode tok/s', 'of limit', 'peak RSS (after load)'];
   const rows = results.flatMap((r) =>
     r.presets.map((p) => {
       const limit = bandwidthAll / r.bytesPerToken; // tokens/s the bandwidth allows
@@ -155,7 +166,7 @@ function table(results: FormatResult[], bandwidthAll: number): string {
       // Per round against the first preset's same round (min-max over rounds), then best against best.
       const perRound = p.rounds.map((run, i) => first.rounds[i].prefillMs / run.prefillMs);
       const speedup = p === first ? '' : `${(first.prefillMs / p.prefillMs).toFixed(2)}x (rounds ${Math.min(...perRound).toFixed(2)}-${Math.max(...perRound).toFixed(2)})`;
-      return [`${r.format} (${r.visionFormat})`, p.preset, `${p.imageTokens}/${p.sequenceAfterMerge - (p.promptTokens - p.imageTokens)}`, s(r.loadMs), s(p.visionMs), s(p.prefillMs), speedup, s(p.firstTokenMs), p.decodeTokensPerSecond.toFixed(3), `${((100 * p.decodeTokensPerSecond) / limit).toFixed(0)} % of ${limit.toFixed(2)}`, `${gb(r.peakRssBytes)} (${gb(r.loadPeakRssBytes)})`];
+      return [`${r.format} (${r.visionFormat})`, p.preset, `${p.imageTokens}/${p.sequenceAfterMerge - (p.promptTokens - p.imageTokens)}`, s(r.loadMs), p === first ? `${(r.towerMs / 1000).toFixed(2)} s` : '', s(p.visionMs), s(p.prefillMs), speedup, s(p.firstTokenMs), p.decodeTokensPerSecond.toFixed(3), `${((100 * p.decodeTokensPerSecond) / limit).toFixed(0)} % of ${limit.toFixed(2)}`, `${gb(r.peakRssBytes)} (${gb(r.loadPeakRssBytes)})`];
     }),
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
