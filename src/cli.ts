@@ -260,7 +260,7 @@ program
       ['stored dtype', model.storedDtypes().join(', ')],
       ['backend', `${model.backend.name} (${model.backend.reason})`],
       ['execution', `weights ${model.residency.residency} (${model.residency.reason}), ${model.threads} thread(s)`],
-      ['formats', `decoder ${model.layout.formats.decoder}, vision ${model.layout.formats.vision} (${model.layout.formats.reason}); ${(model.layout.packedBytes / 1e9).toFixed(3)} GB packed${model.layout.cacheRead.length ? `, read from ${model.layout.cacheRead.join(', ')}` : ''}${model.layout.cacheWritten.length ? `, cached to ${model.layout.cacheWritten.join(', ')}` : ''}`],
+      ['formats', `decoder ${model.layout.formats.decoder}, vision ${model.layout.formats.vision} (${model.layout.formats.reason}); ${(model.layout.packedBytes / 1e9).toFixed(3)} GB packed${model.layout.kernels ? `, ${model.layout.kernels} kernels` : ''}${model.layout.cacheRead.length ? `, read from ${model.layout.cacheRead.join(', ')}` : ''}${model.layout.cacheWritten.length ? `, cached to ${model.layout.cacheWritten.join(', ')}` : ''}`],
     ];
     if (opts.json) process.stdout.write(`${JSON.stringify(infoJson(model))}\n`);
     else for (const [k, v] of rows) process.stdout.write(`${k.padEnd(13)} ${v}\n`);

@@ -26,7 +26,7 @@ import { decodeTokens, range, type PreparedPrompt } from './generation.js';
 import type { VisionTower } from './vision.js';
 import type { Projector } from './projector.js';
 import type { LlamaDecoder } from './decoder.js';
-import { PackedRuntime } from '../layers/packed/index.js';
+import { kernelVariant, PackedRuntime, type KernelVariant } from '../layers/packed/index.js';
 import type { QuantizedFile, PackedFormat } from '../weights/index.js';
 import { checkWeightFormat, defaultCacheDir, openPackedCache, packed, resolveWeightFormats, weightFingerprint, writePackedCache, type WeightFormatOption, type WeightFormats } from './packing.js';
 import { MergeSession, resolveMergeConfig, type MergeConfig, type MergeOption } from '../merge/index.js';
@@ -105,6 +105,8 @@ export interface WeightLayout {
   formats: WeightFormats;
   /** Bytes of packed weights (outside the tensor heap). */
   packedBytes: number;
+  /** Which build of our WebAssembly kernels runs the packed layers ('relaxed': relaxed-SIMD fused multiply-adds; 'plain'); null with no packed layer. */
+  kernels: KernelVariant | null;
   /** Packed-cache files read and written at load. */
   cacheRead: string[];
   cacheWritten: string[];
@@ -151,7 +153,7 @@ export class LlavaModel {
     readonly residency: { residency: Residency; reason: string } = { residency: 'resident', reason: 'default' },
     private readonly runtime?: PackedRuntime,
     /** Weight formats, packed bytes and the packed cache used at load. */
-    readonly layout: WeightLayout = { formats: { decoder: 'f32', vision: 'f32', reason: 'default' }, packedBytes: 0, cacheRead: [], cacheWritten: [], warnings: [] },
+    readonly layout: WeightLayout = { formats: { decoder: 'f32', vision: 'f32', reason: 'default' }, packedBytes: 0, kernels: null, cacheRead: [], cacheWritten: [], warnings: [] },
   ) {}
 
   /** Storage dtypes of the weight files (tensors are float32 in memory). */
@@ -233,7 +235,7 @@ export class LlavaModel {
     } finally {
       cache.forEach((f) => f.close());
     }
-    const layout: WeightLayout = { formats, packedBytes: modules.packedLayers.reduce((n, l) => n + l.packedBytes, 0), cacheRead: [...cache.values()].map((f) => f.path), cacheWritten: [], warnings: [] };
+    const layout: WeightLayout = { formats, packedBytes: modules.packedLayers.reduce((n, l) => n + l.packedBytes, 0), kernels: modules.packedLayers.length > 0 ? kernelVariant() : null, cacheRead: [...cache.values()].map((f) => f.path), cacheWritten: [], warnings: [] };
     if (cacheDir && parts.fingerprint && modules.packedLayers.length > 0) {
       const { written, warnings } = writePackedCache(cacheDir, parts.name, parts.fingerprint, modules.packedLayers, modules.quantizedFormats);
       layout.cacheWritten = written;

@@ -95,6 +95,7 @@ describe('browser: the bundle in headless Chromium', function () {
           const want = await nodeGenerate(nodeQ8, c, 'none');
           expect([got.decoderFormat, got.packedBytes]).to.deep.equal([nodeQ8.layout.formats.decoder, nodeQ8.layout.packedBytes]);
           expect(got.decoderFormat).to.equal('q8_0');
+          expect(got.kernels, 'Chromium validates relaxed SIMD: the page compiles kernels-relaxed.wasm').to.equal('relaxed');
           expect(got.tokenIds).to.deep.equal(want.tokenIds);
           expect(got.text).to.equal(want.text);
           const rel = Math.max(...got.logits.map((row, i) => maxRelDiff(row, want.logits[i])));

@@ -25,6 +25,8 @@ export interface PageAnswer {
   /** model.layout: the decoder's weight format and the packed bytes outside the tfjs heap. */
   decoderFormat: string;
   packedBytes: number;
+  /** model.layout.kernels: which kernel build the page compiled. */
+  kernels: string | null;
 }
 
 /** Loads the model in the page (once per page and folder) and answers one request. */
@@ -41,7 +43,7 @@ export async function pageGenerate(page: Page, r: PageRequest): Promise<PageAnsw
     const out = await model.generate({ prompt: r.prompt, images: [rgb], merge: r.merge, maxNewTokens: r.maxNewTokens, returnLogits: true });
     const t2 = performance.now();
     return { text: out.text, tokenIds: out.tokenIds, logits: out.logits.map((l) => Array.from(l)), merges: out.merges.map((m) => ({ patches: m.patches, vision: m.vision, language: m.language, tokens: m.tokens })),
-      backend: il.activeBackend(), loadMs: t1 - t0, answerMs: t2 - t1, decoderFormat: model.layout.formats.decoder, packedBytes: model.layout.packedBytes };
+      backend: il.activeBackend(), loadMs: t1 - t0, answerMs: t2 - t1, decoderFormat: model.layout.formats.decoder, packedBytes: model.layout.packedBytes, kernels: model.layout.kernels };
   })(${JSON.stringify(r)})`) as Promise<PageAnswer>;
 }
 
