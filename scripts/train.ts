@@ -33,7 +33,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { scriptArgs } from './args.js';
 
-const USAGE = `usage: node dist/scripts/train.js [--mode vision|joint] [--minutes 45] [--steps N] [--images 8] [--questions 3] [--lr 0.0005]
+const USAGE = `usage: node dist/scripts/train.js [--mode vision|align|joint|clip] [--minutes 45] [--steps N] [--images 8] [--questions 3] [--lr 0.0005]
   [--ckpt checkpoints/shapes] [--out models/default] [--backend wasm] [--threads 1|2] [--init FILE] ... (options: see the header of scripts/train.ts)`;
 import { selectBackend } from '../src/backend.js';
 import { ImageProcessor } from '../src/preprocess.js';
@@ -71,7 +71,8 @@ const args = scriptArgs('train', USAGE, {
     bench: { type: 'boolean', default: false },
     // 'vision': pretrain the image path only (vision tower, projector, final norm, lm_head) on the
     // dense per-patch targets; 'joint': the projector and decoder on the answers (+ --aux), the
-    // vision tower frozen (src/train/step.ts)
+    // vision tower frozen; 'align': as 'vision' with the tower frozen (projector, final norm, lm_head);
+    // 'clip': contrastive tower pretraining (src/train/step.ts)
     mode: { type: 'string', default: 'joint' },
     // initial image-path weights (a --mode vision model.safetensors) when the checkpoint folder has no state yet
     init: { type: 'string' },
@@ -119,11 +120,12 @@ async function main(): Promise<void> {
   mkdirSync(ckpt, { recursive: true });
   writeModelFiles(out, SHAPES_MODEL);
   const ctx: BatchContext = { shape: SHAPES_MODEL, processor: await ImageProcessor.fromFile(out), tokenizer: await LlavaTokenizer.fromDir(out) };
-  if (!['vision', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, joint or clip, got '${args.mode}'`);
+  if (!['vision', 'align', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, align, joint or clip, got '${args.mode}'`);
   if (out === resolve('models/default')) throw new Error('--out models/default would overwrite the shipped model: give another --out');
   const clipMode = args.mode === 'clip';
   const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std'), contrastive: clipMode });
-  const visionMode = args.mode === 'vision';
+  // 'align' validates as 'vision' does (per-patch words), its tower frozen
+  const visionMode = args.mode === 'vision' || args.mode === 'align';
   const stepOptions: StepOptions = { mode: args.mode as StepOptions['mode'], aux: num('aux'), group: num('group') };
   const vars = trainedVariables(model, stepOptions.mode);
   const threads = num('threads');
