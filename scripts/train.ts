@@ -11,19 +11,26 @@
 //        --decay-steps 4200 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
 //      then, resuming (same --ckpt), --threads 2 --images 16 --turns 6 --decay-steps 4800 until
 //      step 4551 (the best validation, 95.0%, at step 4400 is the shipped model)
-// The CLIP-style model (models/shapes-clip, issue 14; task v4 = the four types + count + relation):
+// The CLIP-style model (models/shapes-clip, issue 14; task v4 = the four types + count + relation),
+// from a clean start (times: bench/eval/README.md):
 //   1. contrastive pretraining of the whole vision tower against a small text encoder over the
-//      scene captions (src/train/contrastive.ts), no per-patch target:
+//      scene captions (src/train/contrastive.ts), no per-patch target (600 steps, 525 s):
 //      node dist/scripts/train.js --mode clip --ckpt checkpoints/clip --out checkpoints/clip-files \
-//        --images 32 --lr 0.001 --warmup 30 --decay-steps 500 --val-every 50 --minutes 14
-//      (then the same command once more with --minutes 10: it resumes; 343 steps in all)
-//   2. projector + decoder on the frozen tower, as for the default model, from the tower only:
-//      node dist/scripts/train.js --ckpt checkpoints/clip-joint --out checkpoints/shapes-clip \
-//        --init checkpoints/clip/model.safetensors --init-part tower --types colour,shape,count,where,exist,relation \
-//        --qk-std 0.05 --images 8 --turns 4 --lr 0.001 --warmup 50 --decay-steps 2500 --curriculum 1:150,2:300 \
-//        --val-every 100 --val-size 300 --minutes 63
-//   (bench/eval/README.md has the measured times and curves; it stayed far below the 93 % needed
-//   to ship it as models/shapes-clip)
+//        --images 32 --lr 0.001 --warmup 30 --decay-steps 600 --steps 600 --val-every 50 --minutes 24
+//   2. alignment (LLaVA's stage 1): projector + final norm + lm_head on the per-patch words, the
+//      contrastive tower frozen (600 steps, 83 s):
+//      node dist/scripts/train.js --mode align --ckpt checkpoints/clip-align --out checkpoints/clip-align-files \
+//        --init checkpoints/clip/model.safetensors --init-part tower --images 16 --questions 1 --turns 1 \
+//        --lr 0.001 --warmup 20 --decay-steps 600 --steps 600 --val-every 100 --minutes 6
+//   3. projector + decoder on the answers (+ 0.3 x the per-patch loss), the tower frozen, as for
+//      the default model:
+//      node dist/scripts/train.js --threads 2 --qk-std 0.05 --ckpt checkpoints/clip-joint --out checkpoints/shapes-clip \
+//        --init checkpoints/clip-align/model.safetensors --init-part image-path \
+//        --types colour,shape,count,where,exist,relation --images 8 --turns 4 --lr 0.001 --warmup 50 \
+//        --decay-steps 5000 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
+//      then, resuming (same --ckpt), JOINT_RESUME_TBD
+//   (the first attempt, with no stage 2 and a random projector, sat at the answer prior for ~500
+//   steps and reached 46.8 % after 1000: bench/eval/README.md)
 // --threads 2 (the default) splits each step's images with a gradient worker thread on the other
 // core (src/train/data-parallel.ts). Run with `nice -n 19` on a shared machine.
 // Progress: one line per --log-every steps (loss, steps/s, examples seen), validation accuracy
