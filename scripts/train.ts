@@ -11,19 +11,28 @@
 //        --decay-steps 4200 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
 //      then, resuming (same --ckpt), --threads 2 --images 16 --turns 6 --decay-steps 4800 until
 //      step 4551 (the best validation, 95.0%, at step 4400 is the shipped model)
-// The CLIP-style model (models/shapes-clip, issue 14; task v4 = the four types + count + relation):
+// The CLIP-style model (models/shapes-clip, issue 14; task v4 = the four types + count + relation),
+// from a clean start (times: bench/eval/README.md):
 //   1. contrastive pretraining of the whole vision tower against a small text encoder over the
-//      scene captions (src/train/contrastive.ts), no per-patch target:
+//      scene captions (src/train/contrastive.ts), no per-patch target (600 steps, 525 s):
 //      node dist/scripts/train.js --mode clip --ckpt checkpoints/clip --out checkpoints/clip-files \
-//        --images 32 --lr 0.001 --warmup 30 --decay-steps 500 --val-every 50 --minutes 14
-//      (then the same command once more with --minutes 10: it resumes; 343 steps in all)
-//   2. projector + decoder on the frozen tower, as for the default model, from the tower only:
-//      node dist/scripts/train.js --ckpt checkpoints/clip-joint --out checkpoints/shapes-clip \
-//        --init checkpoints/clip/model.safetensors --init-part tower --types colour,shape,count,where,exist,relation \
-//        --qk-std 0.05 --images 8 --turns 4 --lr 0.001 --warmup 50 --decay-steps 2500 --curriculum 1:150,2:300 \
-//        --val-every 100 --val-size 300 --minutes 63
-//   (bench/eval/README.md has the measured times and curves; it stayed far below the 93 % needed
-//   to ship it as models/shapes-clip)
+//        --images 32 --lr 0.001 --warmup 30 --decay-steps 600 --steps 600 --val-every 50 --minutes 24
+//   2. alignment (LLaVA's stage 1): projector + final norm + lm_head on the per-patch words, the
+//      contrastive tower frozen (600 steps, 83 s):
+//      node dist/scripts/train.js --mode align --ckpt checkpoints/clip-align --out checkpoints/clip-align-files \
+//        --init checkpoints/clip/model.safetensors --init-part tower --images 16 --questions 1 --turns 1 \
+//        --lr 0.001 --warmup 20 --decay-steps 600 --steps 600 --val-every 100 --minutes 6
+//   3. projector + decoder on the answers (+ 0.3 x the per-patch loss), the tower frozen, as for
+//      the default model:
+//      node dist/scripts/train.js --threads 2 --qk-std 0.05 --ckpt checkpoints/clip-joint --out checkpoints/shapes-clip \
+//        --init checkpoints/clip-align/model.safetensors --init-part image-path \
+//        --types colour,shape,count,where,exist,relation --images 8 --turns 4 --lr 0.001 --warmup 50 \
+//        --decay-steps 5000 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
+//      (stopped at step 520, 51.7 % on validation) then, resuming (same --ckpt), the same command
+//      with --turns 6 --decay-steps 1600 --minutes 24, stopped by hand at step 1250 for the eval
+//      (best validation 61.3 % at step 1100; far from the bar: bench/eval/README.md)
+//   (the first attempt, with no stage 2 and a random projector, sat at the answer prior for ~500
+//   steps and reached 46.8 % after 1000: bench/eval/README.md)
 // --threads 2 (the default) splits each step's images with a gradient worker thread on the other
 // core (src/train/data-parallel.ts). Run with `nice -n 19` on a shared machine.
 // Progress: one line per --log-every steps (loss, steps/s, examples seen), validation accuracy
@@ -33,7 +42,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { scriptArgs } from './args.js';
 
-const USAGE = `usage: node dist/scripts/train.js [--mode vision|joint] [--minutes 45] [--steps N] [--images 8] [--questions 3] [--lr 0.0005]
+const USAGE = `usage: node dist/scripts/train.js [--mode vision|align|joint|clip] [--minutes 45] [--steps N] [--images 8] [--questions 3] [--lr 0.0005]
   [--ckpt checkpoints/shapes] [--out models/default] [--backend wasm] [--threads 1|2] [--init FILE] ... (options: see the header of scripts/train.ts)`;
 import { selectBackend } from '../src/backend.js';
 import { ImageProcessor } from '../src/preprocess.js';
@@ -71,7 +80,8 @@ const args = scriptArgs('train', USAGE, {
     bench: { type: 'boolean', default: false },
     // 'vision': pretrain the image path only (vision tower, projector, final norm, lm_head) on the
     // dense per-patch targets; 'joint': the projector and decoder on the answers (+ --aux), the
-    // vision tower frozen (src/train/step.ts)
+    // vision tower frozen; 'align': as 'vision' with the tower frozen (projector, final norm, lm_head);
+    // 'clip': contrastive tower pretraining (src/train/step.ts)
     mode: { type: 'string', default: 'joint' },
     // initial image-path weights (a --mode vision model.safetensors) when the checkpoint folder has no state yet
     init: { type: 'string' },
@@ -119,11 +129,12 @@ async function main(): Promise<void> {
   mkdirSync(ckpt, { recursive: true });
   writeModelFiles(out, SHAPES_MODEL);
   const ctx: BatchContext = { shape: SHAPES_MODEL, processor: await ImageProcessor.fromFile(out), tokenizer: await LlavaTokenizer.fromDir(out) };
-  if (!['vision', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, joint or clip, got '${args.mode}'`);
+  if (!['vision', 'align', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, align, joint or clip, got '${args.mode}'`);
   if (out === resolve('models/default')) throw new Error('--out models/default would overwrite the shipped model: give another --out');
   const clipMode = args.mode === 'clip';
   const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std'), contrastive: clipMode });
-  const visionMode = args.mode === 'vision';
+  // 'align' validates as 'vision' does (per-patch words), its tower frozen
+  const visionMode = args.mode === 'vision' || args.mode === 'align';
   const stepOptions: StepOptions = { mode: args.mode as StepOptions['mode'], aux: num('aux'), group: num('group') };
   const vars = trainedVariables(model, stepOptions.mode);
   const threads = num('threads');

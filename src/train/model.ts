@@ -399,6 +399,15 @@ export class TrainableLlava {
       .map(([, v]) => v);
   }
 
+  /**
+   * Variables of the image path without the vision tower (projector, final norm, lm_head): the
+   * alignment stage on a frozen CLIP-style tower, which must keep only its contrastive training.
+   */
+  alignmentVariables(): tf.Variable[] {
+    const tower = new Set(this.towerVariables());
+    return this.imagePathVariables().filter((v) => !tower.has(v));
+  }
+
   /** Variables of the contrastive pretraining: the whole vision tower (all blocks, post_layernorm) and the training-only text side. */
   contrastiveVariables(): tf.Variable[] {
     if (!this.params.has(`${CONTRASTIVE_PREFIX}logit_scale`)) throw new Error('this TrainableLlava has no contrastive weights (construct it with { contrastive: true })');

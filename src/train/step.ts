@@ -13,11 +13,16 @@ import type { QuestionType, Split } from './shapes.js';
  * LLaVA's own recipe. Training the tower jointly (lr 1e-3) blew the image features up 45x in
  * 400 steps and wiped out what pretraining had put in them (per-patch probe: colour 25/25 ->
  * 10/25), and the decoder never learned to read them.
+ * 'align': LLaVA's stage 1 on a frozen tower: the projector, final norm and lm_head on the
+ * per-patch targets of 'vision', the vision tower untouched (for the CLIP-style tower, which must
+ * keep only its contrastive training). A random projector left the joint stage on the CLIP-style
+ * tower at the answer prior for ~500 steps (46.8 % after 1000); the default model's projector
+ * had been aligned by 'vision'.
  * 'clip': the CLIP-style tower: the whole vision tower and the training-only text encoder on the
  * contrastive caption loss (src/train/contrastive.ts); no per-patch target. With two threads each
  * half of the batch is its own contrastive batch (negatives within the half, no gather).
  */
-export type TrainMode = 'vision' | 'joint' | 'clip';
+export type TrainMode = 'vision' | 'align' | 'joint' | 'clip';
 
 export interface BatchSpec {
   split: Split;
@@ -41,6 +46,7 @@ export interface StepOptions {
 /** The variables a mode trains, in a fixed order (both threads agree on it). */
 export function trainedVariables(model: TrainableLlava, mode: TrainMode): tf.Variable[] {
   if (mode === 'clip') return model.contrastiveVariables();
+  if (mode === 'align') return model.alignmentVariables();
   return mode === 'vision' ? model.imagePathVariables() : model.decoderSideVariables();
 }
 
@@ -52,7 +58,7 @@ export function lossAndGradients(model: TrainableLlava, ctx: BatchContext, vars:
   }
   const batch = makeBatch(ctx, spec.split, spec.start, spec.numImages, spec.perImage, spec.maxShapes, spec.turns, spec.types);
   const f =
-    opts.mode === 'vision'
+    opts.mode === 'vision' || opts.mode === 'align'
       ? () => patchLoss(model.imageTokenLogits(batch.patches, batch.numImages, opts.group), batch)
       : () => answerLoss(model.forward(batch, { vision: opts.group, text: opts.group }), batch, model, opts.aux);
   return gradientsOf(f, vars);
