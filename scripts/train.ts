@@ -53,7 +53,7 @@ import { ALL_QUESTION_TYPES, COLOURS, QUADRANTS, QUESTION_TYPES, SHAPES, type Qu
 import { TrainableLlava } from '../src/train/model.js';
 import { predictAnswers } from '../src/train/loss.js';
 import { parallelLossAndGradients, GradientWorker } from '../src/train/data-parallel.js';
-import { trainedVariables, type BatchSpec, type StepOptions } from '../src/train/step.js';
+import { trainedVariables, trainsOnPatchWords, type BatchSpec, type StepOptions } from '../src/train/step.js';
 import { writeSafetensors } from '../src/train/safetensors-write.js';
 import { SafetensorsFile } from '../weights/safetensors.js';
 import { registerAllGradients } from '../src/train/gradients.js';
@@ -83,10 +83,10 @@ const args = scriptArgs('train', USAGE, {
     // vision tower frozen; 'align': as 'vision' with the tower frozen (projector, final norm, lm_head);
     // 'clip': contrastive tower pretraining (src/train/step.ts)
     mode: { type: 'string', default: 'joint' },
-    // initial image-path weights (a --mode vision model.safetensors) when the checkpoint folder has no state yet
+    // initial image-path weights (a --mode vision or align model.safetensors) when the checkpoint folder has no state yet
     init: { type: 'string' },
     // what --init imports: 'image-path' (vision tower, projector, final norm, lm_head: a --mode vision
-    // model) or 'tower' (the vision tower only: a --mode clip checkpoint)
+    // or align model) or 'tower' (the vision tower only: a --mode clip checkpoint)
     'init-part': { type: 'string', default: 'image-path' },
     // curriculum: "1:700,2:1100" = at most 1 shape per training image before step 700, 2 before 1100, then 4
     curriculum: { type: 'string', default: '' },
@@ -134,7 +134,7 @@ async function main(): Promise<void> {
   const clipMode = args.mode === 'clip';
   const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std'), contrastive: clipMode });
   // 'align' validates as 'vision' does (per-patch words), its tower frozen
-  const visionMode = args.mode === 'vision' || args.mode === 'align';
+  const visionMode = trainsOnPatchWords(args.mode as StepOptions['mode']);
   const stepOptions: StepOptions = { mode: args.mode as StepOptions['mode'], aux: num('aux'), group: num('group') };
   const vars = trainedVariables(model, stepOptions.mode);
   const threads = num('threads');

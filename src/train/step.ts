@@ -43,6 +43,11 @@ export interface StepOptions {
   group: number;
 }
 
+/** Modes whose loss is the per-patch words ('vision', 'align'; the others: answers or captions). */
+export function trainsOnPatchWords(mode: TrainMode): boolean {
+  return mode === 'vision' || mode === 'align';
+}
+
 /** The variables a mode trains, in a fixed order (both threads agree on it). */
 export function trainedVariables(model: TrainableLlava, mode: TrainMode): tf.Variable[] {
   if (mode === 'clip') return model.contrastiveVariables();
@@ -58,7 +63,7 @@ export function lossAndGradients(model: TrainableLlava, ctx: BatchContext, vars:
   }
   const batch = makeBatch(ctx, spec.split, spec.start, spec.numImages, spec.perImage, spec.maxShapes, spec.turns, spec.types);
   const f =
-    opts.mode === 'vision' || opts.mode === 'align'
+    trainsOnPatchWords(opts.mode)
       ? () => patchLoss(model.imageTokenLogits(batch.patches, batch.numImages, opts.group), batch)
       : () => answerLoss(model.forward(batch, { vision: opts.group, text: opts.group }), batch, model, opts.aux);
   return gradientsOf(f, vars);
