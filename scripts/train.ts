@@ -126,11 +126,12 @@ async function main(): Promise<void> {
   await registerAllGradients();
   const out = resolve(args.out!);
   const ckpt = resolve(args.ckpt!);
+  // both checks before anything is written: writeModelFiles below replaces the folder's config and tokenizer
+  if (!['vision', 'align', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, align, joint or clip, got '${args.mode}'`);
+  if (out === resolve('models/default')) throw new Error('--out models/default would overwrite the shipped model: give another --out');
   mkdirSync(ckpt, { recursive: true });
   writeModelFiles(out, SHAPES_MODEL);
   const ctx: BatchContext = { shape: SHAPES_MODEL, processor: await ImageProcessor.fromFile(out), tokenizer: await LlavaTokenizer.fromDir(out) };
-  if (!['vision', 'align', 'joint', 'clip'].includes(args.mode!)) throw new Error(`--mode must be vision, align, joint or clip, got '${args.mode}'`);
-  if (out === resolve('models/default')) throw new Error('--out models/default would overwrite the shipped model: give another --out');
   const clipMode = args.mode === 'clip';
   const model = new TrainableLlava(SHAPES_MODEL, 0, { decoderQkStd: num('qk-std'), contrastive: clipMode });
   // 'align' validates as 'vision' does (per-patch words), its tower frozen

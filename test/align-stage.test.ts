@@ -3,7 +3,8 @@
 // bit-identical (and the decoder layers, which that stage does not train), on this thread and
 // through the data-parallel worker.
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -16,6 +17,7 @@ import { SHAPES_MODEL, writeModelFiles } from '../src/train/export.js';
 import { registerAllGradients } from '../src/train/gradients.js';
 import { TrainableLlava } from '../src/train/model.js';
 import { lossAndGradients, trainedVariables, type BatchSpec, type StepOptions } from '../src/train/step.js';
+import { REPO_ROOT } from './helpers/fixture.js';
 
 const TOWER = 'vision_tower.';
 const PROJECTOR = 'multi_modal_projector.';
@@ -89,4 +91,19 @@ describe('alignment stage (--mode align): tower frozen, projector trained', func
       model.dispose();
     });
   }
+
+  it('scripts/train.js refuses a bad --mode and --out models/default in one line, before writing anything', () => {
+    const shipped = join(REPO_ROOT, 'models/default');
+    const read = () => new Map(readdirSync(shipped).map((f) => [f, readFileSync(join(shipped, f))]));
+    const before = read();
+    for (const [args, message] of [
+      [['--mode', 'bogus'], "--mode must be vision, align, joint or clip, got 'bogus'"],
+      [['--mode', 'align'], '--out models/default would overwrite the shipped model: give another --out'],
+    ] as const) {
+      const run = spawnSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/train.js'), ...args, '--minutes', '0'], { cwd: REPO_ROOT, encoding: 'utf8' });
+      expect(run.status).to.equal(1);
+      expect(run.stderr.split('\n')[0]).to.equal(`Error: ${message}`);
+    }
+    expect(read()).to.deep.equal(before);
+  });
 });
