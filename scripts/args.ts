@@ -26,3 +26,15 @@ export const intOption = (name: string, min: number) => (v: string): number => {
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} expects an integer >= ${min}, got '${v}'`);
   return n;
 };
+
+/**
+ * Runs a script's main: a failure is one line `name: message` on stderr and exit 1, the stack
+ * only with ILLAVA_DEBUG set (the same contract as the CLI's errors).
+ */
+export function runScript(name: string, main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    const text = e instanceof Error ? (process.env.ILLAVA_DEBUG ? e.stack ?? e.message : e.message) : String(e);
+    process.stderr.write(`${name}: ${text}\n`);
+    process.exit(1);
+  });
+}

@@ -8,7 +8,7 @@
 // wrap lives only in this process.
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import { LlavaModel } from '../src/llava.js';
 import { VISION_RULE_ENTRIES, attentionReceived, type VisionRuleInput, type VisionStep } from '../merge/index.js';
 import { examples, patchOwners, TASK_V4_TYPES } from '../src/train/shapes.js';
@@ -86,7 +86,4 @@ async function main(): Promise<void> {
   if (args.out) writeFileSync(resolve(args.out), JSON.stringify({ model: args.model, images: count, split: 'test', blocks: stats }, null, 2) + '\n');
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+runScript('attention-stats', main);

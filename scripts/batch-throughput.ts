@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Job } from 'bullmq';
 import { jobIdFor, type BatchJobData, type BatchResult } from '../src/batch.js';
 import { connectQueue, enqueue } from '../src/cli-batch.js';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import { freePort, redisServerArgs } from './loopback-redis.js';
 
 const USAGE = `
@@ -128,7 +128,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${file}\n`);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`batch-throughput: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-});
+runScript('batch-throughput', main);

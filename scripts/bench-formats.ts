@@ -11,7 +11,7 @@
 // + lm_head weight bytes per token / measured bandwidth, over the measured time per token).
 // Children run one after the other, so each format's RSS is its own; the bandwidth is measured
 // once, in the parent, before them.
-import { intOption } from './args.js';
+import { intOption, runScript } from './args.js';
 import { Command, Option } from 'commander';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -219,7 +219,4 @@ async function main(): Promise<void> {
   process.stdout.write(`wrote ${file}\n`);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`bench-formats: ${e instanceof Error ? (process.env.ILLAVA_DEBUG ? e.stack : e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runScript('bench-formats', main);

@@ -12,6 +12,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { selectBackend, type BackendName } from '../src/backend.js';
 import { randomUniform } from './random-model.js';
+import { runScript } from './args.js';
 
 type LayersModule = typeof import('../layers/index.js');
 
@@ -203,7 +204,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`bench-layers: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
-  process.exit(1);
-});
+runScript('bench-layers', main);

@@ -4,7 +4,7 @@
 //
 //   node dist/scripts/bench-parallel.js [--runs 7] [--warmup 2] [--out FILE] [--no-json] [--quick]
 import * as fs from 'node:fs';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -196,7 +196,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.stack : e);
-  process.exit(1);
-});
+runScript('bench-parallel', main);

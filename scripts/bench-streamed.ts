@@ -4,7 +4,7 @@
 //
 //   node dist/scripts/bench-streamed.js [--llm-layers 2] [--new-tokens 3] [--modes resident,streamed] [--out FILE]
 import * as fs from 'node:fs';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../src/backend.js';
@@ -70,7 +70,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.stack : e);
-  process.exit(1);
-});
+runScript('bench-streamed', main);

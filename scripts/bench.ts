@@ -16,7 +16,7 @@
 // around Engine.trackTensor), so the peak is exact; "activations" is that peak minus what was held
 // before the run (the weights). The wasm heap and the process RSS only grow (the heap never
 // shrinks), so they are the high-water mark so far: for them only the first config is isolated.
-import { intOption } from './args.js';
+import { intOption, runScript } from './args.js';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import * as tf from '@tensorflow/tfjs-core';
@@ -652,7 +652,4 @@ function printResults(d: ModelDescription, results: ConfigResult[], o: Options):
   process.stdout.write('(speed-ups are none / config for times and config / none for tokens/s; memory ratios config / none)\n');
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`\nbench: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
-  process.exit(1);
-});
+runScript('bench', main);

@@ -13,7 +13,7 @@
 //   node dist/scripts/eval.js [--model models/default] [--count 1000] [--out bench/eval] [--only none,fastv] [--types colour,shape]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import { LlavaModel } from '../src/llava.js';
 import type { MergeReport } from '../merge/index.js';
 import { examples, ALL_QUESTION_TYPES, TASK_V4_TYPES, type QuestionType } from '../src/train/shapes.js';
@@ -121,7 +121,4 @@ function parseTypes(list: string): QuestionType[] {
   return types as QuestionType[];
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+runScript('eval', main);

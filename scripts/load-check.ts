@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { intOption } from './args.js';
+import { intOption, runScript } from './args.js';
 import { LlavaModel } from '../src/llava.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import { REPO_ROOT } from './random-model.js';
@@ -130,7 +130,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`load-check: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-});
+runScript('load-check', main);

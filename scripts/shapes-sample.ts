@@ -3,7 +3,7 @@
 //   node dist/scripts/shapes-sample.js [--out models/default]
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import { Jimp } from 'jimp';
 import seedrandom from 'seedrandom';
 import { drawScene, type Scene } from '../src/train/shapes.js';
@@ -49,7 +49,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+runScript('shapes-sample', main);

@@ -40,7 +40,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 
 const USAGE = `usage: node dist/scripts/train.js [--mode vision|align|joint|clip] [--minutes 45] [--steps N] [--images 8] [--questions 3] [--lr 0.0005]
   [--ckpt checkpoints/shapes] [--out models/default] [--backend wasm] [--threads 1|2] [--init FILE] ... (options: see the header of scripts/train.ts)`;
@@ -265,7 +265,4 @@ function parseTypes(list: string): QuestionType[] {
   return types as QuestionType[];
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+runScript('train', main);

@@ -5,7 +5,7 @@
 //   node dist/scripts/vision-speed.js [--model models/default] [--images 100] [--out FILE.json]
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { scriptArgs } from './args.js';
+import { scriptArgs, runScript } from './args.js';
 import { LlavaModel } from '../src/llava.js';
 import { examples, TASK_V4_TYPES } from '../src/train/shapes.js';
 import { settings } from './eval-settings.js';
@@ -44,7 +44,4 @@ async function main(): Promise<void> {
   if (args.out) writeFileSync(resolve(args.out), JSON.stringify({ model: args.model, images: data.length, rows }, null, 2) + '\n');
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+runScript('vision-speed', main);

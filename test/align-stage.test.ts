@@ -102,7 +102,7 @@ describe('alignment stage (--mode align): tower frozen, projector trained', func
     ] as const) {
       const run = spawnSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/train.js'), ...args, '--minutes', '0'], { cwd: REPO_ROOT, encoding: 'utf8' });
       expect(run.status).to.equal(1);
-      expect(run.stderr.split('\n')[0]).to.equal(`Error: ${message}`);
+      expect(run.stderr).to.equal(`train: ${message}\n`);
     }
     expect(read()).to.deep.equal(before);
   });

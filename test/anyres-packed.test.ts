@@ -12,11 +12,11 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { LlavaModel, type GenerateOutput } from '../src/llava.js';
+import { argmax } from '../src/sampling.js';
 import { rmSync } from 'node:fs';
 import { maxRelDiff, TINY_NEXT_DIR, TINY_ONEVISION_DIR } from './helpers/fixture.js';
 import { roundedWeightsCopy } from './helpers/rounded-weights.js';
 
-const argmax = (v: Float32Array) => v.reduce((best, x, i) => (x > v[best] ? i : best), 0);
 /** (top-1 - top-2) / max |logit|: how far the float32 choice is from a tie, on maxRelDiff's scale. */
 const topTwoMargin = (v: Float32Array) => {
   const sorted = Array.from(v).sort((a, b) => b - a);

@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LlavaModel, type GenerateOutput, type PixelValues } from '../src/llava.js';
 import { selectBackend } from '../src/backend.js';
+import { argmax } from '../src/sampling.js';
 import { expectedArray, maxRelDiff, TINY_LLAVA_DIR } from './helpers/fixture.js';
 import { roundedWeightsCopy } from './helpers/rounded-weights.js';
 
 
-const argmax = (v: Float32Array) => v.reduce((best, x, i) => (x > v[best] ? i : best), 0);
 
 describe('packed weights (f16, q8_0, q4_0) on tiny-llava', function () {
   this.timeout(120000);
