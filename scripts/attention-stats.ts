@@ -1,7 +1,7 @@
 // Where the vision tower's attention goes (issue 14): per encoder block, the attention each patch
 // token receives (iLLaVA's vision score: mean over heads and queries), shape patches against
 // background patches, over test images. This is what decides what iLLaVA merges first.
-//   node dist/scripts/attention-stats.js [--model models/default] [--images 200] [--out FILE.json]
+//   node dist/scripts/attention-stats.js [--model default|DIR] [--images 200] [--out FILE.json]
 // How the attention is read: the 'illava-prune' rule with remove 0 (an identity plan: the answer is
 // untouched) at every block makes the model hand the block's attention probabilities to the rule;
 // this script wraps that registry entry's plan function to record attentionReceived() first. The
@@ -12,9 +12,10 @@ import { scriptArgs, runScript } from './args.js';
 import { LlavaModel } from '../src/llava.js';
 import { VISION_RULE_ENTRIES, attentionReceived, type VisionRuleInput, type VisionStep } from '../merge/index.js';
 import { examples, patchOwners, TASK_V4_TYPES } from '../src/train/shapes.js';
+import { resolveModelDir } from '../src/embedded.js';
 
-const args = scriptArgs('attention-stats', 'usage: node dist/scripts/attention-stats.js [--model models/default] [--images 200] [--out FILE.json]', {
-  model: { type: 'string', default: 'models/default' },
+const args = scriptArgs('attention-stats', 'usage: node dist/scripts/attention-stats.js [--model default|DIR] [--images 200] [--out FILE.json]', {
+  model: { type: 'string', default: 'default' },
   images: { type: 'string', default: '200' },
   out: { type: 'string' },
 });
@@ -35,7 +36,7 @@ interface BlockStats {
 }
 
 async function main(): Promise<void> {
-  const model = await LlavaModel.fromPretrained(resolve(args.model!), { backend: 'wasm' });
+  const model = await LlavaModel.fromPretrained(resolveModelDir(args.model), { backend: 'wasm' });
   const count = Number(args.images);
   const recorded: Float32Array[] = [];
   const entry = VISION_RULE_ENTRIES['illava-prune'];

@@ -10,7 +10,7 @@
 // (tokens entering each running block's MLP, summed, over the unmerged count: what the vision-stage
 // speed-up would be if time were linear in tokens).
 // Writes results.json, results.md and accuracy.png to --out.
-//   node dist/scripts/eval.js [--model models/default] [--count 1000] [--out bench/eval] [--only none,fastv] [--types colour,shape]
+//   node dist/scripts/eval.js [--model default|DIR] [--count 1000] [--out bench/eval] [--only none,fastv] [--types colour,shape]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { scriptArgs, runScript } from './args.js';
@@ -20,9 +20,10 @@ import { examples, ALL_QUESTION_TYPES, TASK_V4_TYPES, type QuestionType } from '
 import { plotAccuracy } from './eval-plot.js';
 import { markdownTable, wilson, type EvalRow } from './eval-table.js';
 import { PATCHES, settings, tokenBlocksRatio } from './eval-settings.js';
+import { resolveModelDir } from '../src/embedded.js';
 
-const args = scriptArgs('eval', 'usage: node dist/scripts/eval.js [--model models/default] [--count 1000] [--out bench/eval] [--only none,fastv] [--types colour,shape] [--split test|val] [--backend wasm]', {
-  model: { type: 'string', default: 'models/default' },
+const args = scriptArgs('eval', 'usage: node dist/scripts/eval.js [--model default|DIR] [--count 1000] [--out bench/eval] [--only none,fastv] [--types colour,shape] [--split test|val] [--backend wasm]', {
+  model: { type: 'string', default: 'default' },
   count: { type: 'string', default: '1000' },
   out: { type: 'string', default: 'bench/eval' },
   only: { type: 'string' },
@@ -33,7 +34,7 @@ const args = scriptArgs('eval', 'usage: node dist/scripts/eval.js [--model model
 });
 
 async function main(): Promise<void> {
-  const dir = resolve(args.model!);
+  const dir = resolveModelDir(args.model);
   const model = await LlavaModel.fromPretrained(dir, { backend: args.backend as 'wasm' });
   const count = Number(args.count);
   if (!Number.isInteger(count) || count < 1) throw new Error(`--count must be a positive integer, got ${args.count}`);

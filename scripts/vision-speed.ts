@@ -2,16 +2,17 @@
 // i is run under every setting before image i + 1, so a change in the machine's load (it is shared)
 // hits all settings alike. Per setting: the median over the images of StageTimings.visionMs (tower +
 // projector, the vision-stage merges included) and the speed-up of 'none''s median over it.
-//   node dist/scripts/vision-speed.js [--model models/default] [--images 100] [--out FILE.json]
+//   node dist/scripts/vision-speed.js [--model default|DIR] [--images 100] [--out FILE.json]
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { scriptArgs, runScript } from './args.js';
 import { LlavaModel } from '../src/llava.js';
 import { examples, TASK_V4_TYPES } from '../src/train/shapes.js';
 import { settings } from './eval-settings.js';
+import { resolveModelDir } from '../src/embedded.js';
 
-const args = scriptArgs('vision-speed', 'usage: node dist/scripts/vision-speed.js [--model models/default] [--images 100] [--out FILE.json]', {
-  model: { type: 'string', default: 'models/default' },
+const args = scriptArgs('vision-speed', 'usage: node dist/scripts/vision-speed.js [--model default|DIR] [--images 100] [--out FILE.json]', {
+  model: { type: 'string', default: 'default' },
   images: { type: 'string', default: '100' },
   out: { type: 'string' },
 });
@@ -23,7 +24,7 @@ const median = (xs: number[]) => {
 };
 
 async function main(): Promise<void> {
-  const model = await LlavaModel.fromPretrained(resolve(args.model!), { backend: 'wasm' });
+  const model = await LlavaModel.fromPretrained(resolveModelDir(args.model), { backend: 'wasm' });
   const data = examples('test', Number(args.images), 0, TASK_V4_TYPES);
   const all = settings();
   const times = all.map(() => [] as number[]);

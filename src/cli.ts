@@ -3,9 +3,8 @@
 // server), info, visualize. Errors are one line on stderr, exit 1.
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { BACKEND_NAMES, type BackendName } from './backend.js';
 import type { WeightFormatOption } from './packing.js';
 import { LlavaModel } from './llava.js';
@@ -18,6 +17,7 @@ import { DEFAULT_MAX_IMAGE_PIXELS, probeImage } from './image.js';
 import { ImageProcessor } from './preprocess.js';
 import { generateJson, infoJson, runChatRepl } from './cli-chat.js';
 import { serveCommand } from './cli-serve.js';
+import { DEFAULT_MODEL_NAME, EMBEDDED_MODELS_DIR, embeddedModelNames, resolveModelDir } from './embedded.js';
 
 // Writing to a closed pipe (`illava generate | head -c 10`) ends quietly, as other CLI tools do.
 for (const stream of [process.stdout, process.stderr]) {
@@ -27,9 +27,8 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The model shipped in the package, and its sample image. */
-export const DEFAULT_MODEL_DIR = join(ROOT, 'models/default');
+export const DEFAULT_MODEL_DIR = join(EMBEDDED_MODELS_DIR, DEFAULT_MODEL_NAME);
 export const DEFAULT_IMAGE = join(DEFAULT_MODEL_DIR, 'sample.png');
 
 /** The question shipped with a model folder's sample image (sample.json), if any. */
@@ -88,10 +87,7 @@ interface ModelFlags {
 }
 
 function modelDir(flags: ModelFlags): string {
-  const dir = resolve(flags.model ?? DEFAULT_MODEL_DIR);
-  if (!existsSync(dir)) throw new Error(`model folder '${dir}' does not exist`);
-  if (!statSync(dir).isDirectory()) throw new Error(`model folder '${dir}' is not a folder`);
-  return dir;
+  return resolveModelDir(flags.model);
 }
 
 /**
@@ -165,10 +161,12 @@ function readPrompt(prompt: string | undefined, promptFile: string | undefined, 
   return text;
 }
 
+const MODEL_HELP = `Hugging Face LLaVA folder, or a shipped model by name (${embeddedModelNames().join(', ')}; default: ${DEFAULT_MODEL_NAME})`;
+
 const program = new Command();
 program
   .name('illava')
-  .version((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version, '-V, --version', 'print the version')
+  .version((JSON.parse(readFileSync(join(EMBEDDED_MODELS_DIR, '../package.json'), 'utf8')) as { version: string }).version, '-V, --version', 'print the version')
   .description('LLaVA vision-language models on TensorFlow.js with iLLaVA token merging')
   // Argument errors: one line naming the option and what is allowed (no help dump); --help still prints help.
   .configureOutput({ outputError: (str, write) => write(`illava: ${str.replace(/^error: /, '').trim()}\n`) })
@@ -177,7 +175,7 @@ program
 program
   .command('generate')
   .description('answer a prompt about images, streaming the text as it is produced')
-  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--model <dir|name>', MODEL_HELP)
   .option('--image <file>', 'image file (repeatable)', collect, [])
   .option('--video <frames...>', 'video frames, in order (LLaVA-1.5: each becomes an image of the prompt; OneVision: one <video>)')
   .option('--prompt <text>', 'the question')
@@ -244,7 +242,7 @@ const ARCHITECTURE_TEXT: Record<LlavaConfig['modelType'], string> = {
 program
   .command('info')
   .description('architecture, parameter count, dtype and backend of a model')
-  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--model <dir|name>', MODEL_HELP)
   .addOption(backendOption())
   .addOption(threadsOption())
   .addOption(weightsOption())
@@ -270,7 +268,7 @@ program
 program
   .command('visualize')
   .description('draw the patches each surviving token holds after every merge step, and the token count per layer (PNG files)')
-  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--model <dir|name>', MODEL_HELP)
   .option('--image <file>', 'image file (default: the embedded sample image)')
   .option('--merge <preset|json|file>', 'the merge config to draw: illava, redundancy, tome, fastv, a JSON config or a .json file', 'illava')
   .option('--plot <presets>', 'comma-separated presets whose token counts per layer are plotted', 'none,illava,tome,fastv')
@@ -315,7 +313,7 @@ program
 program
   .command('chat')
   .description('interactive multi-turn chat on stdin: each line is a message; /image PATH attaches an image to the next one, /reset, /exit')
-  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--model <dir|name>', MODEL_HELP)
   .option('--image <file>', 'image attached to the first message (repeatable)', collect, [])
   .option('--system <text>', 'system message')
   .option('--merge <preset|json|file>', 'token merging (as for generate)', 'none')
@@ -333,7 +331,7 @@ program
 program
   .command('serve')
   .description('OpenAI-compatible HTTP server: POST /v1/chat/completions (streaming too), GET /v1/models, GET /health')
-  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--model <dir|name>', MODEL_HELP)
   .option('--host <address>', 'address to bind (default: loopback only)', '127.0.0.1')
   .option('--port <n>', 'port (0: any free port)', number('port', true, 0, 65535), 8080)
   .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1 (default: $ILLAVA_API_KEY, else none)')
@@ -376,7 +374,7 @@ queueCommand('batch', 'enqueue a folder of images or a JSONL file ({"id", "image
   });
 
 queueCommand('worker', 'load the model once and answer the jobs of a Redis queue (BullMQ) until SIGTERM')
-  .option('--model <dir>', 'Hugging Face LLaVA folder (default: the embedded model)')
+  .option('--model <dir|name>', MODEL_HELP)
   .option('--merge <preset|json|file>', 'default token merging (a job\'s "merge" overrides it)', 'none')
   .option('--concurrency <n>', 'jobs taken at once by this process (its model answers one at a time)', number('concurrency', true, 1, 64), 1)
   .option('--name <name>', 'worker name in results and logs (default host:pid)')

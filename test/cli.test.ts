@@ -1,6 +1,8 @@
 // The `illava` command line, run as a user would (a child process on the built CLI).
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT, TINY_LLAVA_DIR } from './helpers/fixture.js';
 
@@ -47,6 +49,27 @@ describe('illava CLI', function () {
     expect(r.stdout).to.match(/parameters\s+[\d,]+ loaded/);
     expect(r.stdout).to.match(/stored dtype\s+F32/);
     expect(r.stdout).to.match(/backend\s+(wasm|tensorflow|cpu)/);
+  });
+
+  it('--model takes a shipped model by name from any directory; a folder of that name in the working directory wins', () => {
+    const cli = join(REPO_ROOT, 'dist/src/cli.js');
+    const run = (cwd: string, ...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120000, cwd });
+    const byName = run(tmpdir(), 'info', '--model', 'default');
+    expect(byName.status, byName.stderr).to.equal(0);
+    expect(byName.stdout).to.match(/^model\s+\S*models\/default\n/);
+    expect(byName.stdout).to.match(/decoder\s+LLaMA 4 layers, width 128/);
+    const work = mkdtempSync(join(tmpdir(), 'illava-cwd-'));
+    try {
+      cpSync(TINY_LLAVA_DIR, join(work, 'default'), { recursive: true });
+      const local = run(work, 'info', '--model', 'default');
+      expect(local.status, local.stderr).to.equal(0);
+      expect(local.stdout).to.match(/vision\s+CLIP ViT 3 layers, width 64/);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+    const missing = run(tmpdir(), 'info', '--model', 'no-such-model');
+    expect(missing.status).to.equal(1);
+    expect(missing.stderr.trim()).to.match(/^illava: model folder '.*no-such-model' does not exist \(shipped models, by name: default[,)]/);
   });
 
   it('errors are one clear line with a non-zero exit code', () => {
