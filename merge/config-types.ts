@@ -32,6 +32,15 @@ export interface VisionMergeConfig {
    * (see src/anyres-merge.ts for how unpadding, newlines and the downscale treat them).
    */
   layout?: TileLayout;
+  /**
+   * One-grid models (LLaVA-1.5): where the LLM places the image's N' survivors. false (default, the
+   * authors' code): N' consecutive position ids. true: each keeps the position id of the patch it
+   * was (a merged token, its anchor's), removed patches leave gaps and the text after the image
+   * starts where it would unmerged, as the language stage's survivors keep theirs. A decoder that
+   * reads where a patch is from its RoPE position needs this (bench/eval/README.md). Anyres models
+   * have layout 'positions' instead.
+   */
+  keepPositions?: boolean;
 }
 
 /** Survivor layout of an anyres tile (VisionMergeConfig.layout). */

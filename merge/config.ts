@@ -50,7 +50,8 @@ function llmLayer(num: number, llmLayers: number): number {
  * - tome, vision only: every block that runs (0 .. visionLayersRun-1) with a constant
  *   r = round(patches / (2 * visionLayersRun)) (576, 23 blocks: r = 13, 576 -> 277, i.e. about half);
  *   if that is 0, r = 1 on the first floor(patches / 2) blocks; r shrinks if a layer cannot merge r.
- * - redundancy: iLLaVA's layers and counts (both stages), rule 'redundancy' (merge/redundancy.ts).
+ * - redundancy: iLLaVA's layers and counts (both stages), rule 'redundancy' (merge/redundancy.ts);
+ *   on one-grid models the vision stage keeps the survivors' position ids (keepPositions).
  * - fastv: LLM layer round(2/32 * llmLayers) clamped to [1, llmLayers - 1], keep 0.5.
  * - none: no merging.
  * A stage is 'none' when the model is too small for it (no encoder block runs; fewer than 2 LLM
@@ -67,6 +68,8 @@ export function presetConfig(name: MergePresetName, shape: ModelShape): MergeCon
     // iLLaVA's stages (and video stages) and counts with our rule in each.
     const config = presetConfig('illava', shape);
     for (const stage of [config.vision, config.llm, config.video?.vision, config.video?.llm]) if (stage) stage.rule = 'redundancy';
+    // One-grid models: the survivors keep their patches' position ids (anyres tiles keep iLLaVA's square layout).
+    if (!shape.anyres && config.vision && config.vision.rule !== 'none') config.vision.keepPositions = true;
     return config;
   }
   if (shape.reference === 'onevision') return onevisionPreset(name, shape);
@@ -175,6 +178,10 @@ function validateVision(stage: string, v: VisionMergeConfig, shape: ModelShape):
     if (!TILE_LAYOUTS.includes(v.layout)) throw new Error(`${stage}: unknown layout '${String(v.layout)}' (expected one of: ${TILE_LAYOUTS.join(', ')})`);
     if (!shape.anyres) throw new Error(`${stage}: layout '${v.layout}' applies to anyres tiles (LLaVA-OneVision) only; this model packs one flat grid per image`);
   }
+  if (v.keepPositions !== undefined) {
+    if (typeof v.keepPositions !== 'boolean') throw new Error(`${stage}: keepPositions must be a boolean, got ${typeof v.keepPositions}`);
+    if (shape.anyres && v.keepPositions) throw new Error(`${stage}: keepPositions applies to one-grid models (LLaVA-1.5); anyres tiles keep their places with layout 'positions'`);
+  }
   const layers = checkLayers(stage, v.layers);
   if (v.rule === 'none') return;
   for (const l of layers) {
@@ -221,7 +228,7 @@ export function validateMergeConfig(config: MergeConfig, shape: ModelShape): voi
   }
 }
 
-const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention', 'pool', 'layout'];
+const VISION_KEYS = ['rule', 'layers', 'remove', 'recycleRatio', 'neighbours', 'proportionalAttention', 'pool', 'layout', 'keepPositions'];
 const LLM_KEYS = ['rule', 'layers', 'keep', 'recycleRatio', 'neighbours', 'pool'];
 
 function checkObject(where: string, value: unknown, allowed: string[]): Record<string, unknown> {
@@ -277,6 +284,7 @@ function parseVisionSpec(where: string, value: unknown): VisionMergeConfig {
   if (typeof v.rule !== 'string') throw new Error(`merge spec: ${where}.rule must be a string`);
   if (v.proportionalAttention !== undefined && typeof v.proportionalAttention !== 'boolean') throw new Error(`merge spec: ${where}.proportionalAttention must be a boolean`);
   if (v.layout !== undefined && !TILE_LAYOUTS.includes(v.layout as TileLayout)) throw new Error(`merge spec: ${where}.layout must be one of: ${TILE_LAYOUTS.join(', ')}`);
+  if (v.keepPositions !== undefined && typeof v.keepPositions !== 'boolean') throw new Error(`merge spec: ${where}.keepPositions must be a boolean`);
   if (!VISION_RULES.includes(v.rule as VisionRule)) throw new Error(`merge spec: unknown ${where} rule '${v.rule}' (expected one of: ${VISION_RULES.join(', ')})`);
   return {
     rule: v.rule as VisionRule,
@@ -287,6 +295,7 @@ function parseVisionSpec(where: string, value: unknown): VisionMergeConfig {
     ...(v.proportionalAttention !== undefined && { proportionalAttention: v.proportionalAttention as boolean }),
     ...(v.pool !== undefined && { pool: specNumber(`${where}.pool`, v.pool) }),
     ...(v.layout !== undefined && { layout: v.layout as TileLayout }),
+    ...(v.keepPositions !== undefined && { keepPositions: v.keepPositions as boolean }),
   };
 }
 

@@ -271,6 +271,34 @@ export class MergeSession {
     };
   }
 
+  /**
+   * Position ids of a prefill of `length` tokens whose image `spans` hold this session's images in
+   * order: 0..length-1, except that the tokens of an image whose vision stage keeps positions
+   * (VisionMergeConfig.keepPositions) take their original patches' positions (removed patches
+   * leave gaps) and everything after such an image moves up as if it were unmerged.
+   */
+  prefillPositions(spans: ReadonlyArray<Span>, length: number): number[] {
+    const keeps = (e: ImageEntry) => e.passes.length === 1 && !e.packedTokens && (e.kind === 'video' ? this.videoVision : this.vision)?.config.keepPositions === true;
+    const out: number[] = [];
+    let shift = 0;
+    let next = 0;
+    spans.forEach(([s, e], i) => {
+      for (; next < s; next++) out.push(next + shift);
+      const entry = this.entries[i];
+      if (entry && keeps(entry)) {
+        const survivors = survivorsOf(entry.passes[0].state);
+        if (survivors.length !== e - s) throw new Error(`prefillPositions: image ${i} has ${survivors.length} tokens, its span ${e - s}`);
+        survivors.forEach((p) => out.push(s + shift + p));
+        shift += entry.tokens().patches - (e - s);
+      } else {
+        for (let k = s; k < e; k++) out.push(k + shift);
+      }
+      next = e;
+    });
+    for (; next < length; next++) out.push(next + shift);
+    return out;
+  }
+
   /** Per image: patches, token counts after each merge layer, and (when tracked) the patch -> token map; per tile for anyres images. */
   reports(spanLengths: readonly number[]): MergeReport[] {
     if (this.active && this.entries.length === spanLengths.length) {

@@ -10,6 +10,7 @@ const COLOURS: Record<string, number> = {
   illava: 0xd62728ff,
   'illava-similarity': 0xff7f0eff,
   'illava-prune': 0x8c564bff,
+  'illava+positions': 0xe377c2ff,
   redundancy: 0x9467bdff,
   tome: 0x1f77b4ff,
   fastv: 0x2ca02cff,

@@ -2,7 +2,7 @@
 // models (scripts/eval.ts, scripts/vision-speed.ts).
 import type { MergeConfig, MergeReport } from '../merge/index.js';
 
-export const EVAL_RULES = ['none', 'illava', 'illava-similarity', 'illava-prune', 'redundancy', 'tome', 'fastv'] as const;
+export const EVAL_RULES = ['none', 'illava', 'illava-similarity', 'illava-prune', 'illava+positions', 'redundancy', 'tome', 'fastv'] as const;
 export type EvalRule = (typeof EVAL_RULES)[number];
 
 export interface EvalSetting {
@@ -24,6 +24,8 @@ export const PATCHES = 64;
  *   at most half the tokens of a block, so 4 blocks cannot go below 16 with a constant r: its 1/9
  *   point is at 16 tokens, and the table says so).
  * - fastv: before decoder layer 1 (the preset's 2/32 depth, clamped to 1), keep k.
+ * - redundancy keeps the vision survivors' position ids (keepPositions, as its preset does);
+ *   illava+positions is iLLaVA with only that changed (the ablation: what the positions alone give).
  */
 export function settings(): EvalSetting[] {
   const out: EvalSetting[] = [{ rule: 'none', budget: 'all', merge: {} }];
@@ -36,8 +38,10 @@ export function settings(): EvalSetting[] {
   ];
   for (const [label, k, remove, r] of budgets) {
     const afterVision = PATCHES - 2 * remove;
-    for (const rule of ['illava', 'illava-similarity', 'illava-prune', 'redundancy'] as const) {
-      out.push({ rule, budget: label, merge: { vision: { rule, layers: [1, 2], remove }, llm: { rule, layers: [1], keep: k / afterVision } } });
+    for (const rule of ['illava', 'illava-similarity', 'illava-prune', 'illava+positions', 'redundancy'] as const) {
+      const merger = rule === 'illava+positions' ? 'illava' : rule;
+      const keepPositions = rule === 'illava+positions' || rule === 'redundancy';
+      out.push({ rule, budget: label, merge: { vision: { rule: merger, layers: [1, 2], remove, ...(keepPositions && { keepPositions }) }, llm: { rule: merger, layers: [1], keep: k / afterVision } } });
     }
     out.push({ rule: 'tome', budget: label, merge: { vision: { rule: 'tome', layers: [0, 1, 2, 3], remove: r, proportionalAttention: true } } });
     out.push({ rule: 'fastv', budget: label, merge: { llm: { rule: 'fastv', layers: [1], keep: k / PATCHES } } });

@@ -122,5 +122,5 @@ export async function prepareAnyres(model: AnyresPromptModel, input: PromptInput
   }
   const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
   if (pieces.length > 1) pieces.forEach((p) => p.dispose());
-  return { ids, inputIds, embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
+  return { ids, inputIds, embeddings, spans, positionIds: session.prefillPositions(spans, embeddings.shape[0]), session, timings: { preprocessMs, visionMs: performance.now() - t } };
 }

@@ -17,6 +17,8 @@ export interface PreparedPrompt {
   embeddings: tf.Tensor2D;
   /** [start, end) of each image's rows in `embeddings`. */
   spans: Array<[number, number]>;
+  /** Position id of each row of `embeddings` (0..T-1 unless the vision stage keeps positions: MergeSession.prefillPositions). */
+  positionIds: number[];
   session: MergeSession;
   timings: { preprocessMs: number; visionMs: number };
 }
@@ -48,6 +50,9 @@ export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokeni
   const stops = (options.stop ?? []).filter((s) => s.length > 0);
   const useCache = options.useCache ?? true;
   const promptLength = prompt.embeddings.shape[0];
+  if (prompt.positionIds.length !== promptLength) throw new Error(`decodeTokens: ${prompt.positionIds.length} position ids for ${promptLength} prompt rows`);
+  /** The first generated token's position: after the prompt's last. */
+  const nextPosition = promptLength > 0 ? prompt.positionIds[promptLength - 1] + 1 : 0;
   const stream = createStreamDecoder(tokenizer, { skipSpecialTokens: true });
   const out: Decoded = { text: '', tokenIds: [], finishReason: 'length', logits: [], promptLength, afterMerge: promptLength, kvCacheBytes: 0, prefillMs: 0, firstTokenAt: 0, decodeMs: 0 };
   // Without the cache every step re-runs the prompt embeddings plus the generated tokens, with the
@@ -56,7 +61,7 @@ export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokeni
   let cache = new KVCache(decoder.layers.length, promptLength + options.maxNewTokens + 1);
   try {
     const t0 = performance.now();
-    let logits = decoder.forward(prompt.embeddings, range(promptLength), cache, prompt.session.sequenceHook(prompt.spans, promptLength - 1)).logits;
+    let logits = decoder.forward(prompt.embeddings, prompt.positionIds, cache, prompt.session.sequenceHook(prompt.spans, promptLength - 1)).logits;
     out.afterMerge = cache.layers[cache.layers.length - 1].length;
     out.kvCacheBytes = cache.bytes;
     out.prefillMs = performance.now() - t0;
@@ -85,14 +90,14 @@ export async function decodeTokens(decoder: LlamaDecoder, tokenizer: LlavaTokeni
       if (piece) options.onToken?.(piece, id);
       if (step === options.maxNewTokens - 1) break;
       if (promptEmbeddings === null) {
-        logits = decoder.forward(decoder.embed([id]), [promptLength + step], cache).logits;
+        logits = decoder.forward(decoder.embed([id]), [nextPosition + step], cache).logits;
       } else {
         cache.dispose();
         cache = new KVCache(decoder.layers.length);
         const generated = decoder.embed(out.tokenIds);
         const all = tf.concat([promptEmbeddings, generated], 0);
         generated.dispose();
-        logits = decoder.forward(all, range(promptLength + out.tokenIds.length), cache, prompt.session.sequenceHook(prompt.spans, promptLength - 1, false)).logits;
+        logits = decoder.forward(all, [...prompt.positionIds, ...range(out.tokenIds.length).map((k) => nextPosition + k)], cache, prompt.session.sequenceHook(prompt.spans, promptLength - 1, false)).logits;
       }
     }
     if (out.finishReason === 'length') {

@@ -22,7 +22,7 @@ import { chooseResidency, type Residency, type ResidencyOption } from './streame
 import { ImageProcessor } from './preprocess.js';
 import { TokenSampler } from './sampling.js';
 import { LlavaTokenizer } from './tokenizer.js';
-import { decodeTokens, range, type PreparedPrompt } from './generation.js';
+import { decodeTokens, type PreparedPrompt } from './generation.js';
 import type { VisionTower } from './vision.js';
 import type { Projector } from './projector.js';
 import type { LlamaDecoder } from './decoder.js';
@@ -398,7 +398,7 @@ export class LlavaModel {
     }
     const embeddings = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
     if (pieces.length > 1) pieces.forEach((p) => p.dispose());
-    return { ids, inputIds: expandIds(ids, this.config.imageTokenIndex, spans), embeddings, spans, session, timings: { preprocessMs, visionMs: performance.now() - t } };
+    return { ids, inputIds: expandIds(ids, this.config.imageTokenIndex, spans), embeddings, spans, positionIds: session.prefillPositions(spans, length), session, timings: { preprocessMs, visionMs: performance.now() - t } };
   }
 
   /** Last-position logits of the prompt [vocab] (for checks and scoring). */
@@ -407,9 +407,8 @@ export class LlavaModel {
     const prepared = await this.prepare(input);
     const cache = new KVCache(this.decoder.layers.length);
     try {
-      const positions = prepared.embeddings.shape[0];
-      const hook = prepared.session.sequenceHook(prepared.spans, positions - 1);
-      return this.decoder.forward(prepared.embeddings, range(positions), cache, hook).logits;
+      const hook = prepared.session.sequenceHook(prepared.spans, prepared.embeddings.shape[0] - 1);
+      return this.decoder.forward(prepared.embeddings, prepared.positionIds, cache, hook).logits;
     } finally {
       cache.dispose();
     }

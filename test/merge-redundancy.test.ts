@@ -103,7 +103,7 @@ for (const backend of BACKENDS) {
       expect(VISION_RULES).to.include('redundancy');
       expect(LLM_RULES).to.include('redundancy');
       const illava = presetConfig('illava', LLAVA15_SHAPE);
-      expect(presetConfig('redundancy', LLAVA15_SHAPE)).to.deep.equal({ vision: { ...illava.vision, rule: 'redundancy' }, llm: { ...illava.llm, rule: 'redundancy' } });
+      expect(presetConfig('redundancy', LLAVA15_SHAPE)).to.deep.equal({ vision: { ...illava.vision, rule: 'redundancy', keepPositions: true }, llm: { ...illava.llm, rule: 'redundancy' } });
       const shape: ModelShape = { visionLayersRun: 2, patches: 16, llmLayers: 2 };
       expect(() => resolveMergeConfig({ vision: { rule: 'redundancy', layers: [0], remove: 4, pool: 0 } }, shape)).to.throw(/vision: pool must be a number >= 1, got 0/);
       const session = new MergeSession(resolveMergeConfig({ vision: { rule: 'redundancy', layers: [0, 1], remove: 4 }, llm: { rule: 'redundancy', layers: [1], keep: 0.5 } }, shape));

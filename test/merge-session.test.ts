@@ -106,6 +106,29 @@ for (const backend of BACKENDS) {
       expect(tf.memory().numTensors).to.equal(before);
     });
 
+    it('keepPositions: the survivors take their patches\' position ids, the text after the image moves up by the removed count', () => {
+      const shape: ModelShape = { visionLayersRun: 1, patches: 6, llmLayers: 2 };
+      const positionsAfter = (keepPositions: boolean | undefined) => {
+        const session = new MergeSession(resolveMergeConfig({ vision: { rule: 'illava-prune', layers: [0], remove: 2, ...(keepPositions !== undefined && { keepPositions }) } }, shape));
+        const hook = session.visionHook(7, true, 1)!;
+        // every query attends alike: received = this row; patches 1 and 4 (tokens 2, 5) are the least attended
+        const received = [0.11, 0.2, 0.05, 0.2, 0.2, 0.04, 0.2];
+        const attn = tf.tensor3d([Array.from({ length: 7 }, () => received)]);
+        const hidden = tf.zeros([7, 4]) as tf.Tensor2D;
+        const merged = hook.block(0)!.merge!(hidden, attn);
+        tf.dispose([attn, hidden, merged]);
+        // prompt: 2 text tokens, the image's 4 survivors at rows 2-5, 3 text tokens
+        return session.prefillPositions([[2, 6]], 9);
+      };
+      expect(positionsAfter(true)).to.deep.equal([0, 1, 2 + 0, 2 + 2, 2 + 3, 2 + 5, 8, 9, 10]);
+      expect(positionsAfter(false)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(positionsAfter(undefined)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(() => resolveMergeConfig({ vision: { rule: 'illava', layers: [0], remove: 1, keepPositions: 'yes' as unknown as boolean } }, shape)).to.throw("vision: keepPositions must be a boolean, got string");
+      expect(() => resolveMergeConfig({ vision: { rule: 'illava', layers: [0], remove: 1, keepPositions: true } }, { ...shape, anyres: true })).to.throw(/keepPositions applies to one-grid models/);
+      expect(resolveMergeConfig('redundancy', TINY).vision?.keepPositions).to.equal(true);
+      expect(resolveMergeConfig('illava', TINY).vision?.keepPositions).to.equal(undefined);
+    });
+
     it('asks only for what the rule needs, and rejects missing inputs', () => {
       const session = new MergeSession(resolveMergeConfig('illava', TINY));
       const hook = session.visionHook(17, true, 2)!;

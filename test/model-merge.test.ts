@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { LlavaModel, type PixelValues } from '../src/llava.js';
 import { resolveModelMerge } from '../src/merging.js';
 import type { MergeConfig, MergePresetName } from '../merge/index.js';
+import { KVCache } from '../layers/kv-cache.js';
 import { expectedArray, maxAbsDiff, TINY_LLAVA_DIR } from './helpers/fixture.js';
 
 /** Python's round (half to even), written here independently of merge/util. */
@@ -57,7 +58,7 @@ describe('token merging inside the model (tiny-llava)', function () {
     });
   }
 
-  const withLlmStage: Array<MergeConfig | MergePresetName> = ['illava', 'fastv', { vision: { rule: 'illava', layers: [0], remove: 5 }, llm: { rule: 'illava-similarity', layers: [1], keep: 0.5 } }];
+  const withLlmStage: Array<MergeConfig | MergePresetName> = ['illava', 'fastv', 'redundancy', { vision: { rule: 'illava', layers: [0], remove: 5 }, llm: { rule: 'illava-similarity', layers: [1], keep: 0.5 } }];
   for (const preset of withLlmStage) {
     it(`KV-cache generation equals recomputing the merged prefill each step (${JSON.stringify(preset)})`, async () => {
       const cached = await model.generate({ ...prompt, merge: preset, maxNewTokens: 10, stopIds: [] });
@@ -66,6 +67,35 @@ describe('token merging inside the model (tiny-llava)', function () {
       expect(cached.sequenceLength.afterMerge).to.be.below(cached.sequenceLength.input);
     });
   }
+
+  it('keepPositions: a prune at the last running block equals the unmerged features minus those rows, at their own positions', async () => {
+    // Pruned at the last block that runs, a survivor's feature row is its unmerged row (the MLP and the
+    // projector act per token), so the expected prefill is built here from the unmerged features.
+    const last = model.config.vision.numLayers - 2; // feature layer -2: blocks 0..numLayers-2 run
+    const merge = (keepPositions: boolean): MergeConfig => ({ vision: { rule: 'illava-prune', layers: [last], remove: 5, keepPositions }, trackSources: true });
+    const kept = await model.generate({ ...prompt, merge: merge(true), maxNewTokens: 2, stopIds: [], returnLogits: true });
+    const packed = await model.generate({ ...prompt, merge: merge(false), maxNewTokens: 1, stopIds: [], returnLogits: true });
+    const survivors = [...kept.merges[0].patchToToken!.keys()].filter((p) => kept.merges[0].patchToToken![p] >= 0);
+    expect(survivors).to.have.length(11);
+    const ids = kept.promptIds;
+    const at = ids.indexOf(model.config.imageTokenIndex);
+    const positions = [...Array(at).keys(), ...survivors.map((p) => at + p), ...Array.from({ length: ids.length - at - 1 }, (_, j) => at + 16 + j)];
+    const expected = tf.tidy(() => {
+      const features = model.imageFeatures(pixels);
+      const rows = tf.gather(features, survivors);
+      return tf.concat([model.decoder.embed(ids.slice(0, at)), rows, model.decoder.embed(ids.slice(at + 1))], 0) as tf.Tensor2D;
+    });
+    const cache = new KVCache(model.decoder.layers.length);
+    const logits = model.decoder.forward(expected, positions, cache).logits;
+    // the first generated token goes where it would unmerged: after the prompt's ids.length - 1 + 16 rows
+    const next = tf.tidy(() => model.decoder.embed([kept.tokenIds[0]]));
+    const second = model.decoder.forward(next, [ids.length - 1 + 16], cache).logits;
+    tf.dispose([expected, next]);
+    cache.dispose();
+    expect(maxAbsDiff(kept.logits![0], logits)).to.be.at.most(1e-5);
+    expect(maxAbsDiff(kept.logits![1], second)).to.be.at.most(1e-5);
+    expect(maxAbsDiff(packed.logits![0], logits)).to.be.above(1e-3); // consecutive positions: a different prefill
+  });
 
   for (const preset of ['none', 'illava', 'tome', 'fastv'] as const) {
     it(`two images and a 4-frame video give the configured token counts per image: ${preset}`, async () => {
