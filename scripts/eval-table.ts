@@ -65,3 +65,24 @@ export function markdownTable(rows: EvalRow[]): string {
   }
   return lines.join('\n');
 }
+
+/**
+ * The summary: one row per rule, one column per budget (accuracy [95 % CI] in %); a cell whose
+ * decoder ends with another token count than the budget's (ToMe's floor) says it in brackets.
+ */
+export function budgetTable(rows: EvalRow[]): string {
+  const budgets = [...new Set(rows.filter((r) => r.budget !== 'all').map((r) => r.budget))];
+  const target = (b: string) => rows.find((r) => r.budget === b && r.rule === 'fastv')?.imageTokens ?? rows.find((r) => r.budget === b)!.imageTokens;
+  const cell = (r: EvalRow | undefined, tokens: number) =>
+    r ? `${pct(r.accuracy)} [${pct(r.ci95[0])}, ${pct(r.ci95[1])}]${r.imageTokens !== tokens ? ` (${r.imageTokens})` : ''}` : '';
+  const lines = [`| rule | ${budgets.map((b) => `${b} (${target(b)})`).join(' | ')} |`, `|---|${budgets.map(() => '---').join('|')}|`];
+  for (const rule of [...new Set(rows.map((r) => r.rule))]) {
+    const own = rows.filter((r) => r.rule === rule);
+    if (own.length === 1 && own[0].budget === 'all') {
+      lines.push(`| ${rule} (${own[0].imageTokens}) | ${cell(own[0], own[0].imageTokens)} |${budgets.slice(1).map(() => ' |').join('')}`);
+      continue;
+    }
+    lines.push(`| ${rule} | ${budgets.map((b) => cell(own.find((r) => r.budget === b), target(b))).join(' | ')} |`);
+  }
+  return lines.join('\n');
+}

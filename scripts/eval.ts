@@ -18,7 +18,7 @@ import { LlavaModel } from '../src/llava.js';
 import type { MergeReport } from '../merge/index.js';
 import { examples, ALL_QUESTION_TYPES, TASK_V4_TYPES, type QuestionType } from '../src/train/shapes.js';
 import { plotAccuracy } from './eval-plot.js';
-import { markdownTable, wilson, type EvalRow } from './eval-table.js';
+import { budgetTable, markdownTable, wilson, type EvalRow } from './eval-table.js';
 import { PATCHES, settings, tokenBlocksRatio } from './eval-settings.js';
 import { resolveModelDir } from '../src/embedded.js';
 
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
   model.dispose();
   const outDir = resolve(args.out!);
   mkdirSync(outDir, { recursive: true });
-  const table = markdownTable(rows);
+  const table = `${budgetTable(rows)}\n\n${markdownTable(rows)}`;
   console.log('\n' + table);
   const chance = chanceByType(types);
   writeFileSync(
