@@ -29,8 +29,9 @@
 //        --types colour,shape,count,where,exist,relation --images 8 --turns 4 --lr 0.001 --warmup 50 \
 //        --decay-steps 5000 --curriculum 1:200,2:400 --val-every 100 --val-size 400 --minutes 10
 //      (stopped at step 520, 51.7 % on validation) then, resuming (same --ckpt), the same command
-//      with --turns 6 --decay-steps 1600 --minutes 24, stopped by hand at step 1250 for the eval
-//      (best validation 61.3 % at step 1100; far from the bar: bench/eval/README.md)
+//      with --turns 6 --decay-steps 1600 --minutes 24, stopped by hand at step 1250, then (same
+//      --ckpt) --images 16 --turns 6 --decay-steps 4800 --minutes 45, 105 and 12: step 4108, the
+//      best validation (93.8 % at step 3900) is models/shapes-clip (9,530 s of joint step time)
 //   (the first attempt, with no stage 2 and a random projector, sat at the answer prior for ~500
 //   steps and reached 46.8 % after 1000: bench/eval/README.md)
 // --threads 2 (the default) splits each step's images with a gradient worker thread on the other
