@@ -184,9 +184,14 @@ export class MergeSession {
     return activeStage(video || this.config.llm, LLM_RULE_ENTRIES);
   }
 
+  /** The vision stage that runs on the tiles (frames) of this kind, or null. */
+  private visionStage(kind: VisualKind): Stage<VisionMergeConfig, VisionRuleEntry> | null {
+    return kind === 'video' ? this.videoVision : this.vision;
+  }
+
   /** Whether a vision stage merges the tiles (frames) of this kind: their packed count is then below the unmerged one. */
   visionMerges(kind: VisualKind): boolean {
-    const stage = kind === 'video' ? this.videoVision : this.vision;
+    const stage = this.visionStage(kind);
     return stage !== null && stage.config.remove > 0 && stage.config.layers.length > 0;
   }
 
@@ -197,7 +202,7 @@ export class MergeSession {
   }
 
   private newPass(kind: VisualKind, tokens: number, clsToken: boolean, numHeads: number): VisionPass {
-    return new VisionPass(kind === 'video' ? this.videoVision : this.vision, tokens, clsToken, numHeads, this.config.trackSources ?? false);
+    return new VisionPass(this.visionStage(kind), tokens, clsToken, numHeads, this.config.trackSources ?? false);
   }
 
   /**
@@ -278,7 +283,7 @@ export class MergeSession {
    * leave gaps) and everything after such an image moves up as if it were unmerged.
    */
   prefillPositions(spans: ReadonlyArray<Span>, length: number): number[] {
-    const keeps = (e: ImageEntry) => e.passes.length === 1 && !e.packedTokens && (e.kind === 'video' ? this.videoVision : this.vision)?.config.keepPositions === true;
+    const keeps = (e: ImageEntry) => e.passes.length === 1 && !e.packedTokens && this.visionStage(e.kind)?.config.keepPositions === true;
     const out: number[] = [];
     let shift = 0;
     let next = 0;

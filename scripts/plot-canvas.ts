@@ -15,9 +15,12 @@ export interface ChartAxes {
   title: string;
 }
 
+const WIDTH = 820;
+const HEIGHT = 480;
+
 export class Chart {
-  readonly width = 820;
-  readonly height = 480;
+  readonly width = WIDTH;
+  readonly height = HEIGHT;
   private readonly left = 70;
   private readonly right = this.width - 200;
   private readonly top = 40;
@@ -27,7 +30,7 @@ export class Chart {
   private constructor(private readonly img: Image, private readonly font: Font, private readonly axes: ChartAxes) {}
 
   static async create(axes: ChartAxes): Promise<Chart> {
-    const chart = new Chart(new Jimp({ width: 820, height: 480, color: 0xffffffff }), await loadFont(SANS_16_BLACK), axes);
+    const chart = new Chart(new Jimp({ width: WIDTH, height: HEIGHT, color: 0xffffffff }), await loadFont(SANS_16_BLACK), axes);
     chart.drawAxes();
     return chart;
   }

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { scriptArgs, runScript } from './args.js';
 import { Jimp } from 'jimp';
 import seedrandom from 'seedrandom';
-import { candidates, drawScene, type Question, type Scene } from '../src/train/shapes.js';
+import { candidates, drawScene, QUADRANTS, type Question, type Scene } from '../src/train/shapes.js';
 
 const args = scriptArgs('shapes-sample', 'usage: node dist/scripts/shapes-sample.js [--out models/default] [--task v3|v4]', {
   out: { type: 'string', default: 'models/default' },
@@ -37,7 +37,7 @@ function v3Questions(scene: Scene): Array<{ prompt: string; answer: string | nul
   return [
     { prompt: 'What colour is the star?', answer: star.colour },
     { prompt: `Is there a ${star.colour} star?`, answer: 'yes' },
-    { prompt: `Where is the ${star.colour} star?`, answer: ['top-left', 'top-right', 'bottom-left', 'bottom-right'][star.quadrant] },
+    { prompt: `Where is the ${star.colour} star?`, answer: QUADRANTS[star.quadrant] },
     { prompt: `What shape is the ${scene.items[0].colour} object?`, answer: scene.items.filter((s) => s.colour === scene.items[0].colour).length === 1 ? scene.items[0].shape : null },
   ];
 }

@@ -17,7 +17,7 @@ import { DEFAULT_MAX_IMAGE_PIXELS, probeImage } from './image.js';
 import { ImageProcessor } from './preprocess.js';
 import { generateJson, infoJson, runChatRepl } from './cli-chat.js';
 import { serveCommand } from './cli-serve.js';
-import { DEFAULT_MODEL_NAME, EMBEDDED_MODELS_DIR, embeddedModelNames, resolveModelDir } from './embedded.js';
+import { DEFAULT_MODEL_NAME, EMBEDDED_MODELS_DIR, PACKAGE_ROOT, embeddedModelNames, resolveModelDir } from './embedded.js';
 
 // Writing to a closed pipe (`illava generate | head -c 10`) ends quietly, as other CLI tools do.
 for (const stream of [process.stdout, process.stderr]) {
@@ -166,7 +166,7 @@ const MODEL_HELP = `Hugging Face LLaVA folder, or a shipped model by name (${emb
 const program = new Command();
 program
   .name('illava')
-  .version((JSON.parse(readFileSync(join(EMBEDDED_MODELS_DIR, '../package.json'), 'utf8')) as { version: string }).version, '-V, --version', 'print the version')
+  .version((JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version, '-V, --version', 'print the version')
   .description('LLaVA vision-language models on TensorFlow.js with iLLaVA token merging')
   // Argument errors: one line naming the option and what is allowed (no help dump); --help still prints help.
   .configureOutput({ outputError: (str, write) => write(`illava: ${str.replace(/^error: /, '').trim()}\n`) })

@@ -5,8 +5,10 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** <package>/models (this file is dist/src/embedded.js). */
-export const EMBEDDED_MODELS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../models');
+/** The package's root (this file is dist/src/embedded.js). */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** <package>/models. */
+export const EMBEDDED_MODELS_DIR = join(PACKAGE_ROOT, 'models');
 export const DEFAULT_MODEL_NAME = 'default';
 
 /** The names of the shipped model folders (those with a config.json), sorted. */
@@ -22,10 +24,12 @@ export function embeddedModelNames(): string[] {
  */
 export function resolveModelDir(nameOrDir: string | undefined): string {
   const given = nameOrDir ?? DEFAULT_MODEL_NAME;
-  const asPath = resolve(given);
-  const names = embeddedModelNames();
-  const dir = !existsSync(asPath) && names.includes(given) ? join(EMBEDDED_MODELS_DIR, given) : asPath;
-  if (!existsSync(dir)) throw new Error(`model folder '${dir}' does not exist (shipped models, by name: ${names.join(', ') || 'none'})`);
+  let dir = resolve(given);
+  if (!existsSync(dir)) {
+    const names = embeddedModelNames();
+    if (!names.includes(given)) throw new Error(`model folder '${dir}' does not exist (shipped models, by name: ${names.join(', ') || 'none'})`);
+    dir = join(EMBEDDED_MODELS_DIR, given);
+  }
   if (!statSync(dir).isDirectory()) throw new Error(`model folder '${dir}' is not a folder`);
   return dir;
 }
